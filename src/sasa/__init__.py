@@ -1,0 +1,33 @@
+"""SASA: structure-aware block-sparse attention for long source code, as a transformers model plugin.
+
+Importing the package registers the SASA classes with transformers' Auto classes in this process, so
+``AutoModel.from_pretrained(dir)`` works without ``trust_remote_code``. Checkpoints also carry their own code and
+load with ``trust_remote_code=True`` where this package is not installed.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
+
+from .block_layout import BlockLayout, ast_block_scores, build_layout, frequency_block_scores
+from .configuration_sasa import SasaConfig
+from .modeling_sasa import SasaForMaskedLM, SasaForSequenceClassification, SasaModel, SasaPreTrainedModel
+from .sparse_attention import SUPPORTED_BACKENDS
+
+__version__ = "0.1.0"
+
+AutoConfig.register(SasaConfig.model_type, SasaConfig, exist_ok=True)
+AutoModel.register(SasaConfig, SasaModel, exist_ok=True)
+AutoModelForMaskedLM.register(SasaConfig, SasaForMaskedLM, exist_ok=True)
+AutoModelForSequenceClassification.register(SasaConfig, SasaForSequenceClassification, exist_ok=True)
+
+__all__ = [
+    "BlockLayout",
+    "SUPPORTED_BACKENDS",
+    "SasaConfig",
+    "SasaForMaskedLM",
+    "SasaForSequenceClassification",
+    "SasaModel",
+    "SasaPreTrainedModel",
+    "ast_block_scores",
+    "build_layout",
+    "frequency_block_scores",
+]

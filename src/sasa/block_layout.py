@@ -1,0 +1,266 @@
+"""Block layout: which key blocks each query block attends to.
+
+One small function per SASA pattern (window, global, top-k scores, AST scores, random), a union that composes them
+(:func:`build_layout`), and the :class:`BlockLayout` it returns, which every attention backend reads:
+
+* ``kv_num_blocks [B, n]`` and ``kv_indices [B, n, n]`` (the format ``BlockMask.from_kv_blocks`` takes; entries past
+  ``kv_num_blocks`` are meaningless),
+* ``token_mask() [B, L, L]`` (a dense bool token mask, for the readable reference backends and for tests).
+
+Conventions: ``n = L / block_size`` blocks, ``L`` already padded to a multiple of ``block_size``. A block is *real* if it
+holds at least one non-padding token. Padding blocks are never selected as keys and get no keys as queries (their
+attention output is zero). Inside a real block, padding *keys* are masked token by token, padding *queries* attend
+like any other token (as in RoBERTa). The layout is computed once per forward and shared by all layers and heads.
+
+This file is shipped inside checkpoints; it imports only torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+def real_blocks(token_valid: torch.Tensor, block_size: int) -> torch.Tensor:
+    """``[B, L]`` bool token validity → ``[B, n]`` bool, True where the block holds at least one real token."""
+    batch, length = token_valid.shape
+    if length % block_size:
+        raise ValueError(f"sequence length {length} is not a multiple of block_size {block_size}; pad it first.")
+    return token_valid.view(batch, length // block_size, block_size).any(-1)
+
+
+def window_blocks(num_blocks: int, radius: int, device: torch.device | None = None) -> torch.Tensor:
+    """``[n, n]`` bool: query block ``i`` sees key block ``j`` when ``|i - j| <= radius``."""
+    index = torch.arange(num_blocks, device=device)
+    return (index[:, None] - index[None, :]).abs() <= radius
+
+
+def global_blocks(num_blocks: int, num_global: int, device: torch.device | None = None) -> torch.Tensor:
+    """``[n, n]`` bool: the first ``num_global`` blocks attend to every block and every block attends to them."""
+    is_global = torch.arange(num_blocks, device=device) < num_global
+    return is_global[:, None] | is_global[None, :]
+
+
+def highest_scoring_blocks(scores: torch.Tensor, k: int, available: torch.Tensor) -> torch.Tensor:
+    """Pick, per query block, the ``k`` available key blocks with the highest *positive* score.
+
+    Args:
+        scores: ``[B, n, n]`` float, ``scores[b, i, j]`` = evidence that query block ``i`` should see key block ``j``.
+        k: Blocks to pick per query block (fewer are picked where fewer candidates have a positive score).
+        available: ``[B, n, n]`` bool, the candidates (blocks neither padding nor already chosen).
+
+    Returns:
+        ``[B, n, n]`` bool, the chosen blocks (a subset of ``available``).
+    """
+    chosen = torch.zeros_like(available)
+    k = min(k, scores.shape[-1])
+    if k == 0:
+        return chosen
+    candidates = scores.float().masked_fill(~available | (scores <= 0), float("-inf"))
+    values, indices = candidates.topk(k, dim=-1)
+    return chosen.scatter_(-1, indices, torch.isfinite(values))
+
+
+def random_blocks(available: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pick ``k`` available key blocks per query block uniformly at random (BigBird's random pattern)."""
+    device = generator.device if generator is not None else available.device
+    noise = torch.rand(available.shape, generator=generator, device=device).to(available.device) + 1.0
+    return highest_scoring_blocks(noise, k, available)
+
+
+def ast_block_scores(ast_links: torch.Tensor, block_size: int) -> torch.Tensor:
+    """Count AST-linked token pairs between blocks.
+
+    Args:
+        ast_links: ``[B, L]`` or ``[B, L, R]`` long; ``ast_links[b, p, r]`` is the index of a token that token ``p`` is
+            linked to in the syntax tree, ``-1`` for none. ``L`` a multiple of ``block_size``.
+        block_size: Tokens per block.
+
+    Returns:
+        ``[B, n, n]`` float, symmetric: ``S[b, i, j]`` = number of links between a token of block ``i`` and one of ``j``.
+    """
+    if ast_links.dim() == 2:
+        ast_links = ast_links[..., None]
+    batch, length, _ = ast_links.shape
+    num_blocks = length // block_size
+    valid = (ast_links >= 0) & (ast_links < length)
+    source_block = (torch.arange(length, device=ast_links.device) // block_size)[None, :, None]
+    target_block = ast_links.clamp(0, length - 1) // block_size
+    pair = (source_block * num_blocks + target_block).masked_fill(~valid, 0).reshape(batch, -1)
+    counts = torch.zeros(batch, num_blocks * num_blocks, device=ast_links.device)
+    counts.scatter_add_(1, pair, valid.reshape(batch, -1).float())
+    counts = counts.view(batch, num_blocks, num_blocks)
+    return counts + counts.transpose(1, 2)
+
+
+def frequency_block_scores(
+    input_ids: torch.Tensor, partner_ids: torch.Tensor, partner_weights: torch.Tensor, block_size: int
+) -> torch.Tensor:
+    """Top-k frequency block scores ``S[b, i, j] = sum_{p in i, q in j} C[id_p, id_q]`` from a compact table.
+
+    ``C`` is never materialised: the table keeps, for each vocabulary id ``v``, its ``m`` strongest partners
+    ``partner_ids[v]`` with weights ``partner_weights[v]`` (``C[v, u]`` = the weight if ``u`` is a partner, else 0).
+    Per example the work is ``O(L * m)`` lookups plus one ``[n, U] @ [U, n]`` product over the ``U <= L`` distinct ids.
+
+    Args:
+        input_ids: ``[B, L]`` long, ``L`` a multiple of ``block_size``.
+        partner_ids: ``[V, m]`` long vocabulary ids (any value for unused slots whose weight is 0).
+        partner_weights: ``[V, m]`` float, >= 0.
+        block_size: Tokens per block.
+
+    Returns:
+        ``[B, n, n]`` float.
+    """
+    batch, length = input_ids.shape
+    num_blocks = length // block_size
+    token_block = torch.arange(length, device=input_ids.device) // block_size
+    scores = []
+    for ids in input_ids:
+        distinct, local = torch.unique(ids, return_inverse=True)  # local: [L] index into distinct
+        counts = torch.zeros(num_blocks, distinct.numel(), device=ids.device)
+        counts.index_put_((token_block, local), torch.ones_like(ids, dtype=counts.dtype), accumulate=True)
+        partners = partner_ids[ids]  # [L, m]
+        slot = torch.searchsorted(distinct, partners).clamp(max=distinct.numel() - 1)
+        present = distinct[slot] == partners
+        weights = partner_weights[ids].to(counts.dtype) * present
+        pulls = torch.zeros_like(counts)  # pulls[i, u] = sum over tokens p in block i of C[id_p, distinct[u]]
+        pulls.index_put_((token_block[:, None].expand_as(slot), slot), weights, accumulate=True)
+        scores.append(pulls @ counts.T)
+    return torch.stack(scores)
+
+
+@dataclass
+class BlockLayout:
+    """The block-sparse attention pattern of one batch.
+
+    Attributes:
+        block_mask: ``[B, n, n]`` bool, ``block_mask[b, i, j]`` = query block ``i`` attends to key block ``j``.
+        token_valid: ``[B, L]`` bool, False on padding tokens (masked as keys).
+        block_size: Tokens per block; ``L = n * block_size``.
+        num_global_blocks: Leading query blocks whose rows may cover every block (the sparse backend computes them
+            densely, in ``O(L)``).
+        max_sparse_blocks: Upper bound on the key blocks of any non-global query block.
+    """
+
+    block_mask: torch.Tensor
+    token_valid: torch.Tensor
+    block_size: int
+    num_global_blocks: int
+    max_sparse_blocks: int
+    _kv: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def num_blocks(self) -> int:
+        return self.block_mask.shape[-1]
+
+    @property
+    def seq_len(self) -> int:
+        return self.token_valid.shape[-1]
+
+    def _kv_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._kv is None:
+            kv_num_blocks = self.block_mask.sum(-1, dtype=torch.int32)
+            # Stable descending sort of the bool row: chosen blocks first, in ascending block order.
+            kv_indices = torch.argsort(self.block_mask.to(torch.int8), dim=-1, descending=True, stable=True)
+            self._kv = (kv_num_blocks, kv_indices.to(torch.int32))
+        return self._kv
+
+    @property
+    def kv_num_blocks(self) -> torch.Tensor:
+        """``[B, n]`` int32: number of key blocks of each query block."""
+        return self._kv_tensors()[0]
+
+    @property
+    def kv_indices(self) -> torch.Tensor:
+        """``[B, n, n]`` int32: the key blocks of each query block, ascending, in the first ``kv_num_blocks`` slots."""
+        return self._kv_tensors()[1]
+
+    def density(self) -> float:
+        """Fraction of (real query block, real key block) pairs that are computed."""
+        real = real_blocks(self.token_valid, self.block_size)
+        pairs = (real[:, :, None] & real[:, None, :]).sum()
+        return float(self.block_mask.sum() / pairs.clamp(min=1))
+
+    def token_mask(self, query_blocks: slice = slice(None)) -> torch.Tensor:
+        """Dense ``[B, Lq, L]`` bool token mask (True = attend) for the given query blocks (all by default).
+
+        ``O(L^2)`` memory: for the reference backends and tests, not for long inputs.
+        """
+        rows = self.block_mask[:, query_blocks]
+        size = self.block_size
+        return rows.repeat_interleave(size, 1).repeat_interleave(size, 2) & self.token_valid[:, None, :]
+
+    def to_block_mask(self):
+        """A FlexAttention ``BlockMask`` ``[B, 1, L, L]`` equal to :meth:`token_mask` (heads broadcast)."""
+        from torch.nn.attention.flex_attention import BlockMask
+
+        block_mask, token_valid, size = self.block_mask, self.token_valid, self.block_size
+
+        def sasa_mask_mod(b, h, q_idx, kv_idx):
+            # Eager (uncompiled) flex ignores kv_indices and uses only this function, so it states the whole pattern.
+            return block_mask[b, q_idx // size, kv_idx // size] & token_valid[b, kv_idx]
+
+        return BlockMask.from_kv_blocks(
+            self.kv_num_blocks[:, None],
+            self.kv_indices[:, None],
+            BLOCK_SIZE=size,
+            mask_mod=sasa_mask_mod,
+            seq_lengths=(self.seq_len, self.seq_len),
+        )
+
+
+def build_layout(
+    token_valid: torch.Tensor,
+    block_size: int,
+    window_radius: int = 1,
+    num_global_blocks: int = 1,
+    num_topk_blocks: int = 0,
+    num_ast_blocks: int = 0,
+    num_random_blocks: int = 0,
+    topk_scores: torch.Tensor | None = None,
+    ast_scores: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> BlockLayout:
+    """Compose window ∪ global ∪ top-k ∪ AST ∪ random into one :class:`BlockLayout`.
+
+    Later patterns only pick blocks the earlier ones left free, so budgets are never spent on duplicates: top-k picks
+    among blocks outside window/global, AST among those outside window/global/top-k, random among the rest. Patterns
+    whose scores are ``None`` (or whose budget is 0) are skipped.
+
+    Args:
+        token_valid: ``[B, L]`` bool (or 0/1) attention mask, ``L`` a multiple of ``block_size``.
+        block_size: Tokens per block.
+        window_radius, num_global_blocks, num_topk_blocks, num_ast_blocks, num_random_blocks: Budgets (see
+            :class:`SasaConfig`).
+        topk_scores: ``[B, n, n]`` top-k frequency block scores, or ``None``.
+        ast_scores: ``[B, n, n]`` AST link block scores, or ``None``.
+        generator: RNG for the random blocks (``None`` = torch's global RNG).
+    """
+    token_valid = token_valid.bool()
+    real = real_blocks(token_valid, block_size)
+    num_blocks = real.shape[-1]
+    device = token_valid.device
+    allowed = real[:, :, None] & real[:, None, :]
+
+    chosen = allowed & (window_blocks(num_blocks, window_radius, device) | global_blocks(num_blocks, num_global_blocks, device))
+    budget = min(2 * window_radius + 1, num_blocks) + num_global_blocks
+    for scores, k in ((topk_scores, num_topk_blocks), (ast_scores, num_ast_blocks)):
+        if scores is None or k == 0:
+            continue
+        expected = (token_valid.shape[0], num_blocks, num_blocks)
+        if tuple(scores.shape) != expected:
+            raise ValueError(f"block scores must have shape {expected} (batch, blocks, blocks), got {tuple(scores.shape)}.")
+        chosen |= highest_scoring_blocks(scores.to(device), k, allowed & ~chosen)
+        budget += k
+    if num_random_blocks:
+        chosen |= random_blocks(allowed & ~chosen, num_random_blocks, generator)
+        budget += num_random_blocks
+
+    return BlockLayout(
+        block_mask=chosen,
+        token_valid=token_valid,
+        block_size=block_size,
+        num_global_blocks=min(num_global_blocks, num_blocks),
+        max_sparse_blocks=min(budget, num_blocks),
+    )

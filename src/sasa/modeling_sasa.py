@@ -1,0 +1,555 @@
+"""SASA: a RoBERTa-shaped encoder with structure-aware block-sparse attention.
+
+Reads top to bottom as the model: embeddings → self-attention → layer → encoder → ``SasaPreTrainedModel`` →
+``SasaModel`` → heads. The block layout (window ∪ global ∪ top-k ∪ AST ∪ random, :mod:`block_layout`) is built once
+per forward in :meth:`SasaModel.forward` and handed to every layer as its ``attention_mask``; the attention kernel is
+chosen by ``config._attn_implementation`` (:mod:`sparse_attention`).
+
+Parameter names match ``RobertaModel`` (under the ``sasa.`` prefix), so RoBERTa-family checkpoints convert by renaming.
+This file is shipped inside checkpoints: it imports torch, transformers and its sibling files only (no tree-sitter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN, gelu
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    MaskedLMOutput,
+    SequenceClassifierOutput,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from .block_layout import BlockLayout, ast_block_scores, build_layout, frequency_block_scores
+from .configuration_sasa import SasaConfig
+from .sparse_attention import (
+    DEFAULT_BACKEND,
+    SUPPORTED_BACKENDS,
+    eager_attention_forward,
+    prepare_attention_mask,
+)
+
+
+class SasaEmbeddings(nn.Module):
+    """Word + learned position + token-type embeddings, RoBERTa style (positions start at ``pad_token_id + 1``)."""
+
+    def __init__(self, config: SasaConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(
+            config.max_position_embeddings, config.hidden_size, padding_idx=config.pad_token_id
+        )
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.padding_idx = config.pad_token_id
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+    ) -> torch.Tensor:
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        if position_ids is None:
+            position_ids = self.position_ids(input_ids, inputs_embeds)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros(inputs_embeds.shape[:-1], dtype=torch.long, device=inputs_embeds.device)
+        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
+        return self.dropout(self.LayerNorm(embeddings))
+
+    def position_ids(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """RoBERTa positions: ``padding_idx + 1, padding_idx + 2, ...`` for real tokens, ``padding_idx`` on padding."""
+        if input_ids is None:
+            length = inputs_embeds.shape[1]
+            positions = torch.arange(length, device=inputs_embeds.device) + self.padding_idx + 1
+            return positions.expand(inputs_embeds.shape[:-1])
+        real = input_ids.ne(self.padding_idx).long()
+        return torch.cumsum(real, dim=1) * real + self.padding_idx
+
+
+class SasaSelfAttention(nn.Module):
+    """Multi-head self-attention whose kernel is picked by ``config._attn_implementation`` (see ``sparse_attention``)."""
+
+    def __init__(self, config: SasaConfig):
+        super().__init__()
+        self.config = config
+        self.num_attention_heads = config.num_attention_heads
+        self.attention_head_size = config.hidden_size // config.num_attention_heads
+        self.scaling = self.attention_head_size**-0.5
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        self.is_causal = False  # an encoder: SDPA must never fall back to causal attention
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.attention_head_size)
+        query = self.query(hidden_states).view(hidden_shape).transpose(1, 2)
+        key = self.key(hidden_states).view(hidden_shape).transpose(1, 2)
+        value = self.value(hidden_states).view(hidden_shape).transpose(1, 2)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.dropout.p if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        return attn_output.reshape(*input_shape, -1).contiguous(), attn_weights
+
+
+class SasaSelfOutput(nn.Module):
+    def __init__(self, config: SasaConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+
+
+class SasaAttention(nn.Module):
+    def __init__(self, config: SasaConfig):
+        super().__init__()
+        self.self = SasaSelfAttention(config)
+        self.output = SasaSelfOutput(config)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attention_output, attn_weights = self.self(hidden_states, attention_mask, **kwargs)
+        return self.output(attention_output, hidden_states), attn_weights
+
+
+class SasaIntermediate(nn.Module):
+    def __init__(self, config: SasaConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.intermediate_act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.intermediate_act_fn(self.dense(hidden_states))
+
+
+class SasaOutput(nn.Module):
+    def __init__(self, config: SasaConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+
+
+class SasaLayer(GradientCheckpointingLayer):
+    """Attention + feed-forward. ``attention_mask`` is whatever the backend reads (layout, BlockMask or dense mask);
+    it is a positional argument so activation checkpointing replays the layer with the same layout."""
+
+    def __init__(self, config: SasaConfig):
+        super().__init__()
+        self.attention = SasaAttention(config)
+        self.intermediate = SasaIntermediate(config)
+        self.output = SasaOutput(config)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attention_output, attn_weights = self.attention(hidden_states, attention_mask, **kwargs)
+        return self.output(self.intermediate(attention_output), attention_output), attn_weights
+
+
+class SasaEncoder(nn.Module):
+    def __init__(self, config: SasaConfig):
+        super().__init__()
+        self.layer = nn.ModuleList([SasaLayer(config) for _ in range(config.num_hidden_layers)])
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask, output_hidden_states: bool, output_attentions: bool
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layer:
+            hidden_states, attn_weights = layer(hidden_states, attention_mask)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            if output_attentions:
+                all_attentions += (attn_weights,)
+        return hidden_states, all_hidden_states, all_attentions
+
+
+class SasaPooler(nn.Module):
+    """``tanh(W h_<s>)``, as in RoBERTa."""
+
+    def __init__(self, config: SasaConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(hidden_states[:, 0]))
+
+
+class SasaFrequencyTable(nn.Module):
+    """The top-k attention-frequency table: for each vocabulary id its ``m`` strongest partners and their weights.
+
+    Stored as persistent buffers, so a checkpoint carries its own table. ``m = config.frequency_partners``; with
+    ``m = 0`` the table is empty and the layout has no top-k blocks.
+    """
+
+    def __init__(self, config: SasaConfig):
+        super().__init__()
+        shape = (config.vocab_size, config.frequency_partners)
+        self.register_buffer("partner_ids", torch.zeros(shape, dtype=torch.long))
+        self.register_buffer("partner_weights", torch.zeros(shape))
+
+    @property
+    def is_empty(self) -> bool:
+        return self.partner_ids.shape[-1] == 0 or not bool(self.partner_weights.any())
+
+    def block_scores(self, input_ids: torch.Tensor, block_size: int) -> torch.Tensor:
+        """``[B, L]`` ids → ``[B, n, n]`` top-k frequency block scores."""
+        return frequency_block_scores(input_ids, self.partner_ids, self.partner_weights, block_size)
+
+
+class SasaPreTrainedModel(PreTrainedModel):
+    config_class = SasaConfig
+    base_model_prefix = "sasa"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["SasaEmbeddings", "SasaLayer"]
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_flash_attn = False
+    accepts_loss_kwargs = False  # our losses are plain means: Trainer must scale them for gradient accumulation
+
+    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
+        """Default to the block-sparse kernel; refuse kernels that cannot express a block-sparse mask."""
+        requested = DEFAULT_BACKEND if requested_attention is None else requested_attention
+        if requested not in SUPPORTED_BACKENDS:
+            raise ValueError(
+                f"SASA supports attn_implementation in {SUPPORTED_BACKENDS}, got {requested!r}: other kernels cannot "
+                "express a per-example block-sparse mask."
+            )
+        return super().get_correct_attn_implementation(requested, is_init_check)
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, SasaLMHead):
+            init.zeros_(module.bias)
+        elif isinstance(module, SasaFrequencyTable):
+            init.zeros_(module.partner_ids)
+            init.zeros_(module.partner_weights)
+
+
+class SasaModel(SasaPreTrainedModel):
+    """The SASA encoder. Inputs of any length up to ``config.max_sequence_length`` are padded to a multiple of
+    ``config.block_size`` inside ``forward`` and the outputs cut back, so callers never see the block padding."""
+
+    def __init__(self, config: SasaConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = SasaEmbeddings(config)
+        self.frequency_table = SasaFrequencyTable(config)
+        self.encoder = SasaEncoder(config)
+        self.pooler = SasaPooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings.word_embeddings = value
+
+    def set_frequency_table(self, partner_ids: torch.Tensor, partner_weights: torch.Tensor) -> None:
+        """Install a top-k frequency table (``[V, m]`` ids and weights); sets ``config.frequency_partners = m``."""
+        vocab = self.config.vocab_size
+        if partner_ids.shape != partner_weights.shape or partner_ids.dim() != 2 or partner_ids.shape[0] != vocab:
+            raise ValueError(
+                f"frequency table must be two [vocab_size={vocab}, m] tensors, got ids {tuple(partner_ids.shape)} "
+                f"and weights {tuple(partner_weights.shape)}."
+            )
+        if bool((partner_weights < 0).any()):
+            raise ValueError("frequency table weights must be >= 0.")
+        device = self.frequency_table.partner_ids.device
+        self.frequency_table.partner_ids = partner_ids.to(device=device, dtype=torch.long)
+        self.frequency_table.partner_weights = partner_weights.to(device=device, dtype=torch.float32)
+        self.config.frequency_partners = partner_ids.shape[1]
+
+    def build_layout(
+        self,
+        attention_mask: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        ast_links: torch.Tensor | None = None,
+    ) -> BlockLayout:
+        """The block layout of a batch already padded to a multiple of ``block_size`` (shared by all layers)."""
+        config = self.config
+        topk_scores = None
+        if input_ids is not None and config.num_topk_blocks and not self.frequency_table.is_empty:
+            topk_scores = self.frequency_table.block_scores(input_ids, config.block_size)
+        ast_scores = None
+        if ast_links is not None and config.num_ast_blocks:
+            ast_scores = ast_block_scores(ast_links, config.block_size)
+        generator = None
+        if config.num_random_blocks and not self.training:  # deterministic inference; fresh blocks each training step
+            generator = torch.Generator(device=attention_mask.device).manual_seed(config.random_seed)
+        return build_layout(
+            attention_mask,
+            block_size=config.block_size,
+            window_radius=config.window_radius,
+            num_global_blocks=config.num_global_blocks,
+            num_topk_blocks=config.num_topk_blocks,
+            num_ast_blocks=config.num_ast_blocks,
+            num_random_blocks=config.num_random_blocks,
+            topk_scores=topk_scores,
+            ast_scores=ast_scores,
+            generator=generator,
+        )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        ast_links: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling | tuple:
+        r"""
+        Args:
+            input_ids: ``[B, L]`` token ids (or give ``inputs_embeds [B, L, hidden]``).
+            attention_mask: ``[B, L]`` 1 for real tokens, 0 for padding.
+            token_type_ids, position_ids: As in RoBERTa (positions default to ``pad_token_id + 1 + i``).
+            ast_links: ``[B, L]`` or ``[B, L, R]`` long, the AST block information: for each token, the indices of
+                the tokens it is linked to in the syntax tree (``-1`` = none). Drives the AST blocks; without it the
+                layout is window + global (+ top-k from the model's frequency table, + random).
+            output_attentions: Return attention probabilities (``attn_implementation="eager"`` only).
+            output_hidden_states: Return the embeddings and every layer's output.
+        """
+        config = self.config
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        return_dict = config.return_dict if return_dict is None else return_dict
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("SasaModel needs exactly one of input_ids or inputs_embeds.")
+        if output_attentions and config._attn_implementation != "eager":
+            raise ValueError(
+                f"output_attentions=True needs attn_implementation='eager' (got {config._attn_implementation!r})."
+            )
+
+        reference = input_ids if input_ids is not None else inputs_embeds
+        batch, length = reference.shape[:2]
+        if length > config.max_sequence_length:
+            raise ValueError(
+                f"input has {length} tokens but this model's position table holds {config.max_sequence_length} "
+                f"(max_position_embeddings={config.max_position_embeddings}); truncate the input or convert the "
+                "checkpoint with a longer max_position_embeddings."
+            )
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, length, dtype=torch.long, device=reference.device)
+        if ast_links is not None and tuple(ast_links.shape[:2]) != (batch, length):
+            raise ValueError(f"ast_links must start with shape {(batch, length)}, got {tuple(ast_links.shape)}.")
+
+        # Pad to a whole number of blocks; the padding is masked like any other and cut off again below.
+        pad = -length % config.block_size
+        if pad:
+            input_ids = _pad_right(input_ids, pad, config.pad_token_id)
+            inputs_embeds = _pad_right(inputs_embeds, pad, 0.0)
+            attention_mask = _pad_right(attention_mask, pad, 0)
+            token_type_ids = _pad_right(token_type_ids, pad, 0)
+            position_ids = _pad_right(position_ids, pad, config.pad_token_id)
+            ast_links = _pad_right(ast_links, pad, -1)
+
+        hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
+        layout = self.build_layout(attention_mask, input_ids, ast_links)
+        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+        layer_mask = prepare_attention_mask(layout, config._attn_implementation, needs_grad=needs_grad)
+        hidden_states, all_hidden_states, all_attentions = self.encoder(
+            hidden_states, layer_mask, output_hidden_states, output_attentions
+        )
+
+        if pad:
+            hidden_states = hidden_states[:, :length]
+            if all_hidden_states is not None:
+                all_hidden_states = tuple(h[:, :length] for h in all_hidden_states)
+            if all_attentions is not None:
+                all_attentions = tuple(a[:, :, :length, :length] for a in all_attentions)
+        pooled_output = self.pooler(hidden_states) if self.pooler is not None else None
+
+        if not return_dict:
+            return tuple(v for v in (hidden_states, pooled_output, all_hidden_states, all_attentions) if v is not None)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=hidden_states,
+            pooler_output=pooled_output,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+        )
+
+
+def _pad_right(tensor: torch.Tensor | None, pad: int, value) -> torch.Tensor | None:
+    """Pad dim 1 (the sequence) of a ``[B, L, ...]`` tensor with ``pad`` copies of ``value``."""
+    if tensor is None:
+        return None
+    filler = tensor.new_full((tensor.shape[0], pad, *tensor.shape[2:]), value)
+    return torch.cat([tensor, filler], dim=1)
+
+
+class SasaLMHead(nn.Module):
+    """RoBERTa's masked-LM head: dense → gelu → LayerNorm → decoder (tied to the word embeddings)."""
+
+    def __init__(self, config: SasaConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.layer_norm(gelu(self.dense(features))))
+
+
+class SasaForMaskedLM(SasaPreTrainedModel):
+    _tied_weights_keys = {
+        "lm_head.decoder.weight": "sasa.embeddings.word_embeddings.weight",
+        "lm_head.decoder.bias": "lm_head.bias",
+    }
+
+    def __init__(self, config: SasaConfig):
+        super().__init__(config)
+        self.sasa = SasaModel(config, add_pooling_layer=False)
+        self.lm_head = SasaLMHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.lm_head.decoder = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        ast_links: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MaskedLMOutput | tuple:
+        r"""``labels [B, L]``: token ids to predict, ``-100`` where no prediction is scored. Other arguments as
+        :meth:`SasaModel.forward`."""
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.sasa(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, ast_links,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        logits = self.lm_head(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = CrossEntropyLoss()(logits.view(-1, self.config.vocab_size), labels.to(logits.device).view(-1))
+        if not return_dict:
+            rest = tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
+            return ((loss,) if loss is not None else ()) + (logits,) + rest
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+
+
+class SasaClassificationHead(nn.Module):
+    """RoBERTa's sequence classification head on the ``<s>`` token."""
+
+    def __init__(self, config: SasaConfig):
+        super().__init__()
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(features[:, 0])
+        x = self.dropout(torch.tanh(self.dense(x)))
+        return self.out_proj(x)
+
+
+class SasaForSequenceClassification(SasaPreTrainedModel):
+    """Sequence classification / regression on ``<s>`` (e.g. Devign defect detection with ``num_labels=2``)."""
+
+    def __init__(self, config: SasaConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.sasa = SasaModel(config, add_pooling_layer=False)
+        self.classifier = SasaClassificationHead(config)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        ast_links: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput | tuple:
+        r"""``labels [B]``: class ids (cross-entropy), floats when ``num_labels == 1`` (MSE), or ``[B, num_labels]``
+        multi-hot floats for ``problem_type="multi_label_classification"``. Other arguments as
+        :meth:`SasaModel.forward`."""
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.sasa(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, ast_links,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        logits = self.classifier(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = self._loss(logits, labels.to(logits.device))
+        if not return_dict:
+            rest = tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
+            return ((loss,) if loss is not None else ()) + (logits,) + rest
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        problem_type = self.config.problem_type
+        if problem_type is None:
+            if self.num_labels == 1:
+                problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                problem_type = "single_label_classification"
+            else:
+                problem_type = "multi_label_classification"
+            self.config.problem_type = problem_type
+        if problem_type == "regression":
+            return MSELoss()(logits.squeeze(-1), labels.squeeze(-1).to(logits.dtype))
+        if problem_type == "single_label_classification":
+            return CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
+        return BCEWithLogitsLoss()(logits, labels.to(logits.dtype))
+
+
+SasaModel.register_for_auto_class("AutoModel")
+SasaForMaskedLM.register_for_auto_class("AutoModelForMaskedLM")
+SasaForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
