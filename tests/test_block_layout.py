@@ -1,0 +1,149 @@
+import pytest
+import torch
+
+from sasa.block_layout import (
+    ast_block_scores,
+    build_layout,
+    frequency_block_scores,
+    global_blocks,
+    highest_scoring_blocks,
+    real_blocks,
+    window_blocks,
+)
+
+
+def valid_mask(lengths: list[int], width: int) -> torch.Tensor:
+    return torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
+
+
+def test_window_is_a_band_of_radius_blocks():
+    window = window_blocks(6, 1)
+    assert window[2].nonzero().flatten().tolist() == [1, 2, 3]
+    assert window[0].nonzero().flatten().tolist() == [0, 1]
+    assert window_blocks(6, 0).equal(torch.eye(6, dtype=torch.bool))
+
+
+def test_global_blocks_attend_to_and_from_everything():
+    pattern = global_blocks(5, 2)
+    assert pattern[:2].all() and pattern[:, :2].all()
+    assert not pattern[2:, 2:].any()
+
+
+def test_highest_scoring_blocks_picks_top_positive_available():
+    scores = torch.tensor([[[0.0, 5.0, 1.0, 3.0, -2.0]]])
+    available = torch.tensor([[[True, True, True, False, True]]])
+    chosen = highest_scoring_blocks(scores, 2, available)
+    assert chosen[0, 0].nonzero().flatten().tolist() == [1, 2]  # 3 is taken, 0 and 4 have no positive score
+    assert highest_scoring_blocks(scores, 5, available)[0, 0].sum() == 2
+
+
+def test_padding_blocks_are_never_selected_and_get_no_keys():
+    token_valid = valid_mask([40, 17], 48)  # block 8: example 1 has real blocks 0..2
+    scores = torch.rand(2, 6, 6) + 0.1
+    layout = build_layout(token_valid, 8, num_topk_blocks=2, num_ast_blocks=2, num_random_blocks=1,
+                          topk_scores=scores, ast_scores=scores.flip(-1))
+    real = real_blocks(token_valid, 8)
+    assert not (layout.block_mask & ~real[:, None, :]).any()
+    assert not (layout.block_mask & ~real[:, :, None]).any()
+    assert layout.kv_num_blocks[1, 3:].eq(0).all()
+
+
+def test_union_respects_budgets_and_never_duplicates():
+    torch.manual_seed(0)
+    token_valid = valid_mask([200, 131], 208)
+    n = 208 // 8
+    layout = build_layout(token_valid, 8, window_radius=1, num_global_blocks=1, num_topk_blocks=3,
+                          num_ast_blocks=2, num_random_blocks=1, topk_scores=torch.rand(2, n, n),
+                          ast_scores=torch.rand(2, n, n))
+    counts = layout.kv_num_blocks
+    assert counts[:, 1:].max() <= layout.max_sparse_blocks == 3 + 1 + 3 + 2 + 1
+    indices = layout.kv_indices
+    for b in range(2):
+        for i in range(n):
+            used = indices[b, i, : counts[b, i]].tolist()
+            assert len(set(used)) == len(used) == layout.block_mask[b, i].sum()
+            assert used == sorted(used) and layout.block_mask[b, i, used].all()
+
+
+def test_top_k_and_ast_pick_outside_window_and_global():
+    token_valid = torch.ones(1, 80, dtype=torch.bool)
+    topk = torch.zeros(1, 10, 10)
+    topk[0, 5, 6] = 9.0  # inside the window: must not use the budget
+    topk[0, 5, 9] = 1.0
+    ast = torch.zeros(1, 10, 10)
+    ast[0, 5, 9] = 4.0  # already chosen by top-k
+    ast[0, 5, 2] = 1.0
+    layout = build_layout(token_valid, 8, num_topk_blocks=1, num_ast_blocks=1, topk_scores=topk, ast_scores=ast)
+    assert layout.block_mask[0, 5].nonzero().flatten().tolist() == [0, 2, 4, 5, 6, 9]
+
+
+def test_token_mask_matches_blocks_and_masks_padding_keys():
+    token_valid = valid_mask([21], 24)
+    layout = build_layout(token_valid, 8, window_radius=0, num_global_blocks=0)
+    mask = layout.token_mask()[0]
+    assert mask[0, :8].all() and not mask[0, 8:].any()
+    assert mask[20, 16:21].all() and not mask[20, 21:].any()  # padding keys masked inside a real block
+    assert mask[22, 16:21].all()  # padding queries inside a real block still attend
+
+
+def test_density_counts_real_block_pairs():
+    layout = build_layout(torch.ones(1, 64, dtype=torch.bool), 8, window_radius=0, num_global_blocks=0)
+    assert layout.density() == pytest.approx(1 / 8)
+
+
+def test_random_blocks_are_reproducible_with_a_seeded_generator():
+    token_valid = torch.ones(2, 256, dtype=torch.bool)
+    make = lambda seed: build_layout(token_valid, 8, num_random_blocks=2,
+                                     generator=torch.Generator().manual_seed(seed)).block_mask
+    assert make(3).equal(make(3))
+    assert not make(3).equal(make(4))
+    assert (make(3).sum(-1)[:, 2:-1] == 3 + 1 + 2).all()  # window 3 + global 1 + 2 random, away from the edges
+
+
+def test_ast_block_scores_count_links_symmetrically():
+    links = torch.full((1, 16, 2), -1)
+    links[0, 1, 0] = 12  # block 0 -> block 3
+    links[0, 2, 1] = 13  # block 0 -> block 3
+    links[0, 9, 0] = 5  # block 2 -> block 1
+    links[0, 10, 0] = 99  # out of range: ignored
+    scores = ast_block_scores(links, 4)
+    expected = torch.zeros(4, 4)
+    expected[0, 3] = expected[3, 0] = 2
+    expected[2, 1] = expected[1, 2] = 1
+    assert scores[0].equal(expected)
+
+
+def test_frequency_block_scores_equal_the_dense_vocabulary_matrix():
+    torch.manual_seed(1)
+    vocab, partners, block = 30, 4, 4
+    partner_ids = torch.randint(0, vocab, (vocab, partners))
+    partner_weights = torch.rand(vocab, partners)
+    dense = torch.zeros(vocab, vocab)
+    for v in range(vocab):
+        for slot in range(partners):
+            dense[v, partner_ids[v, slot]] += partner_weights[v, slot]
+    input_ids = torch.randint(0, vocab, (2, 24))
+    scores = frequency_block_scores(input_ids, partner_ids, partner_weights, block)
+    for b in range(2):
+        token_scores = dense[input_ids[b]][:, input_ids[b]]  # C[id_p, id_q]
+        expected = token_scores.view(6, block, 6, block).sum((1, 3))
+        torch.testing.assert_close(scores[b], expected)
+
+
+def test_block_scores_of_the_wrong_shape_are_rejected():
+    with pytest.raises(ValueError, match="shape"):
+        build_layout(torch.ones(1, 32, dtype=torch.bool), 8, num_topk_blocks=1, topk_scores=torch.ones(1, 3, 3))
+
+
+def test_length_must_be_a_multiple_of_the_block_size():
+    with pytest.raises(ValueError, match="multiple of block_size"):
+        build_layout(torch.ones(1, 30, dtype=torch.bool), 8)
+
+
+def test_kv_format_matches_flex_block_mask():
+    flex = pytest.importorskip("torch.nn.attention.flex_attention")
+    token_valid = valid_mask([64, 40], 64)
+    layout = build_layout(token_valid, 8, num_topk_blocks=2, topk_scores=torch.rand(2, 8, 8))
+    dense = flex.BlockMask.from_kv_blocks(layout.kv_num_blocks[:, None], layout.kv_indices[:, None], BLOCK_SIZE=8,
+                                          seq_lengths=(64, 64)).to_dense()
+    assert dense[:, 0].bool().equal(layout.block_mask)

@@ -1,0 +1,183 @@
+import copy
+
+import pytest
+import torch
+from conftest import padded_batch, tiny_config
+
+from sasa import SasaForMaskedLM, SasaForSequenceClassification, SasaModel
+
+
+def build(config, backend="eager", cls=SasaModel, seed=0):
+    torch.manual_seed(seed)
+    return cls._from_config(copy.deepcopy(config), attn_implementation=backend)
+
+
+def structured_inputs(lengths, config, seed=0):
+    input_ids, attention_mask = padded_batch(lengths, config.vocab_size, seed=seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    ast_links = torch.randint(-1, max(lengths), (len(lengths), max(lengths), 2), generator=generator)
+    return dict(input_ids=input_ids, attention_mask=attention_mask, ast_links=ast_links)
+
+
+def with_frequency_table(model, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    vocab = model.config.vocab_size
+    model.base_model.set_frequency_table(
+        torch.randint(0, vocab, (vocab, 3), generator=generator), torch.rand(vocab, 3, generator=generator)
+    )
+    return model
+
+
+def test_default_backend_is_the_block_sparse_kernel(config):
+    assert SasaModel(config).config._attn_implementation == "sasa_blocks"
+
+
+def test_kernels_that_cannot_express_the_layout_are_refused(config):
+    with pytest.raises(ValueError, match="sasa_blocks"):
+        SasaModel._from_config(copy.deepcopy(config), attn_implementation="flash_attention_2")
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "sasa_blocks"])
+def test_model_backends_equal_eager_outputs(backend):
+    config = tiny_config(num_random_blocks=1)  # random blocks are drawn from a fixed seed in eval
+    inputs = structured_inputs([77, 50, 23], config)  # lengths that are not multiples of the block size
+    real = inputs["attention_mask"].bool()
+    models = [with_frequency_table(build(config, name)).eval() for name in ("eager", backend)]
+    with torch.no_grad():
+        expected, actual = (m(**inputs, output_hidden_states=True) for m in models)
+    assert (actual.last_hidden_state - expected.last_hidden_state)[real].abs().max() <= 1e-5
+    assert len(actual.hidden_states) == config.num_hidden_layers + 1
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "sasa_blocks"])
+def test_model_backends_equal_eager_gradients(backend):
+    config = tiny_config()
+    inputs = structured_inputs([77, 50, 23], config)
+    real = inputs["attention_mask"].bool()
+    models = [with_frequency_table(build(config, name)).train() for name in ("eager", backend)]
+    for model in models:
+        model(**inputs).last_hidden_state[real].pow(2).mean().backward()
+    compared = 0
+    for (name, p_ref), (_, p) in zip(models[0].named_parameters(), models[1].named_parameters()):
+        if p_ref.grad is not None:
+            assert (p.grad - p_ref.grad).abs().max() <= 1e-5, name
+            compared += 1
+    assert compared > 10
+
+
+@pytest.mark.slow
+def test_flex_attention_inference_equals_eager_on_cpu(config):
+    inputs = structured_inputs([77, 40], config)
+    real = inputs["attention_mask"].bool()
+    eager, flex = (with_frequency_table(build(config, name)).eval() for name in ("eager", "flex_attention"))
+    with torch.no_grad():
+        expected = eager(**inputs).last_hidden_state
+        actual = flex(**inputs).last_hidden_state
+    assert (actual - expected)[real].abs().max() <= 1e-5
+
+
+def test_flex_attention_training_on_cpu_is_a_clear_error(config):
+    model = build(config, "flex_attention").train()
+    with pytest.raises(NotImplementedError, match="no backward"):
+        model(**structured_inputs([20], config))
+
+
+def test_ast_links_and_frequency_table_change_the_layout(config):
+    model = build(config).eval()
+    inputs = structured_inputs([96], config)
+    plain = model.build_layout(inputs["attention_mask"])
+    with_ast = model.build_layout(inputs["attention_mask"], ast_links=inputs["ast_links"])
+    assert with_ast.block_mask.sum() > plain.block_mask.sum()
+    with torch.no_grad():
+        assert not torch.allclose(model(**inputs).last_hidden_state,
+                                  model(inputs["input_ids"], inputs["attention_mask"]).last_hidden_state)
+
+
+def test_frequency_table_selects_the_blocks_its_counts_favour():
+    config = tiny_config(num_ast_blocks=0, num_topk_blocks=1)
+    model = build(config).eval()
+    partner_ids = torch.zeros(config.vocab_size, 1, dtype=torch.long)
+    partner_weights = torch.zeros(config.vocab_size, 1)
+    partner_ids[7, 0], partner_weights[7, 0] = 9, 5.0  # token 7 attends to token 9
+    model.set_frequency_table(partner_ids, partner_weights)
+    input_ids = torch.full((1, 96), 20)
+    input_ids[0, 3], input_ids[0, 90] = 7, 9  # block 0 .. block 11
+    input_ids[0, 50] = 7  # block 6 also holds a 7
+    layout = model.build_layout(torch.ones_like(input_ids), input_ids)
+    assert layout.block_mask[0, 6, 11]  # chosen by the table, far outside the window
+    assert layout.block_mask[0, 6].sum() == 3 + 1 + 1
+
+
+def test_activation_checkpointing_gives_the_same_gradients(config):
+    inputs = structured_inputs([70, 45], config)
+    grads = []
+    for checkpointing in (False, True):
+        model = with_frequency_table(build(config, "sasa_blocks", SasaForSequenceClassification)).train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+            assert model.sasa.encoder.layer[0].gradient_checkpointing
+        model(**inputs, labels=torch.tensor([0, 1])).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=0, atol=1e-6)
+
+
+def test_inputs_embeds_equal_input_ids(config):
+    model = build(config, "sasa_blocks").eval()
+    inputs = structured_inputs([30], config)
+    with torch.no_grad():
+        from_ids = model(**inputs).last_hidden_state
+        embeds = model.embeddings.word_embeddings(inputs["input_ids"])
+        from_embeds = model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"],
+                            ast_links=inputs["ast_links"]).last_hidden_state
+    torch.testing.assert_close(from_embeds, from_ids)
+
+
+def test_bad_inputs_are_clear_errors(config):
+    model = build(config, "sasa_blocks")
+    ids = torch.full((1, config.max_sequence_length + 1), 5)
+    with pytest.raises(ValueError, match="position table"):
+        model(ids)
+    with pytest.raises(ValueError, match="exactly one"):
+        model()
+    with pytest.raises(ValueError, match="ast_links"):
+        model(torch.full((1, 10), 5), ast_links=torch.zeros(1, 9, dtype=torch.long))
+    with pytest.raises(ValueError, match="eager"):
+        model(torch.full((1, 10), 5), output_attentions=True)
+
+
+def test_eager_returns_sparse_attention_probabilities(config):
+    model = build(config, "eager").eval()
+    inputs = structured_inputs([50], config)
+    with torch.no_grad():
+        attentions = model(inputs["input_ids"], inputs["attention_mask"], output_attentions=True).attentions
+    assert len(attentions) == config.num_hidden_layers and attentions[0].shape == (1, 4, 50, 50)
+    torch.testing.assert_close(attentions[0].sum(-1), torch.ones(1, 4, 50))
+    layout = model.build_layout(torch.nn.functional.pad(inputs["attention_mask"], (0, 6)), None, None)
+    assert attentions[0][0, 0][~layout.token_mask()[0, :50, :50]].eq(0).all()
+
+
+def test_masked_lm_ties_weights_and_computes_a_loss(config):
+    model = build(config, "sasa_blocks", SasaForMaskedLM)
+    assert model.lm_head.decoder.weight is model.sasa.embeddings.word_embeddings.weight
+    inputs = structured_inputs([40, 33], config)
+    labels = inputs["input_ids"].masked_fill(~inputs["attention_mask"].bool(), -100)
+    output = model(**inputs, labels=labels)
+    assert output.logits.shape == (2, 40, config.vocab_size) and torch.isfinite(output.loss)
+    output.loss.backward()
+    loss, logits = model(**inputs, labels=labels, return_dict=False)[:2]
+    torch.testing.assert_close(logits, output.logits)
+
+
+@pytest.mark.parametrize(
+    ("num_labels", "labels", "problem_type"),
+    [(2, torch.tensor([0, 1]), "single_label_classification"), (1, torch.tensor([0.5, -1.0]), "regression"),
+     (3, torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]), "multi_label_classification")],
+)
+def test_sequence_classification_losses(num_labels, labels, problem_type):
+    model = build(tiny_config(num_labels=num_labels), "sasa_blocks", SasaForSequenceClassification)
+    output = model(**structured_inputs([40, 33], model.config), labels=labels)
+    assert output.logits.shape == (2, num_labels) and torch.isfinite(output.loss)
+    assert model.config.problem_type == problem_type
+    assert model.accepts_loss_kwargs is False  # so Trainer scales the loss under gradient accumulation

@@ -1,0 +1,95 @@
+"""Every backend computes the same sparse function as the dense reference under the layout's token mask."""
+
+import pytest
+import torch
+from torch import nn
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from sasa.block_layout import build_layout
+from sasa.sparse_attention import eager_attention_forward, prepare_attention_mask, sasa_blocks_attention_forward
+
+BLOCK = 8
+
+
+class AttentionStub(nn.Module):
+    """What the backends read from the calling module: ``training`` (dropout) and ``is_causal`` (SDPA)."""
+
+    is_causal = False
+
+
+def random_layout(lengths, width, seed, num_global_blocks=1, window_radius=1, random_blocks=1):
+    generator = torch.Generator().manual_seed(seed)
+    token_valid = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
+    n = width // BLOCK
+    return build_layout(
+        token_valid, BLOCK, window_radius=window_radius, num_global_blocks=num_global_blocks, num_topk_blocks=2,
+        num_ast_blocks=1, num_random_blocks=random_blocks, topk_scores=torch.rand(len(lengths), n, n, generator=generator),
+        ast_scores=torch.rand(len(lengths), n, n, generator=generator) - 0.5, generator=generator,
+    )
+
+
+def qkv(batch, width, heads=3, head_dim=16, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, heads, width, head_dim, generator=generator, requires_grad=True) for _ in range(3)]
+
+
+def run(backend, layout, query, key, value):
+    function = eager_attention_forward if backend == "eager" else ALL_ATTENTION_FUNCTIONS[backend]
+    mask = prepare_attention_mask(layout, backend)
+    out, _ = function(AttentionStub().eval(), query, key, value, mask, scaling=0.25, dropout=0.0)
+    return out
+
+
+CASES = [
+    # (lengths, width, num_global_blocks, window_radius)
+    ([96, 61], 96, 1, 1),
+    ([40, 13, 33], 48, 2, 0),
+    ([128], 128, 0, 2),
+    ([16, 16], 16, 1, 1),  # every block global
+    ([200, 9], 200, 1, 1),  # one example is a single real block
+]
+
+
+@pytest.mark.parametrize("backend", ["sasa_blocks", "sdpa"])
+@pytest.mark.parametrize(("lengths", "width", "num_global", "radius"), CASES)
+def test_backend_equals_dense_reference_outputs_and_gradients(backend, lengths, width, num_global, radius):
+    layout = random_layout(lengths, width, seed=width, num_global_blocks=num_global, window_radius=radius)
+    reference_inputs = qkv(len(lengths), width)
+    inputs = [t.detach().clone().requires_grad_() for t in reference_inputs]
+    expected = run("eager", layout, *reference_inputs)
+    actual = run(backend, layout, *inputs)
+    assert (actual - expected).abs().max() <= 1e-5
+    cotangent = torch.randn_like(expected)
+    (expected * cotangent).sum().backward()
+    (actual * cotangent).sum().backward()
+    for want, got in zip(reference_inputs, inputs):
+        assert (got.grad - want.grad).abs().max() <= 1e-5
+
+
+def test_fully_padded_query_blocks_give_zeros_not_nan():
+    layout = random_layout([9, 40], 40, seed=3)
+    for backend in ("eager", "sdpa", "sasa_blocks"):
+        out = run(backend, layout, *qkv(2, 40))
+        assert torch.isfinite(out).all()
+        assert out[0, 16:].eq(0).all(), backend  # blocks 2..4 of example 0 are all padding
+
+
+def test_dense_reference_really_is_sparse():
+    """Guard against a vacuous comparison: the layout must differ from full attention."""
+    layout = random_layout([96], 96, seed=5, random_blocks=0)
+    assert layout.density() < 1.0
+    query, key, value = qkv(1, 96)
+    full, _ = eager_attention_forward(AttentionStub(), query, key, value, None, scaling=0.25)
+    assert (run("eager", layout, query, key, value) - full).abs().max() > 1e-3
+
+
+def test_sasa_blocks_rejects_a_dense_mask_with_a_clear_error():
+    query, key, value = qkv(1, 16)
+    with pytest.raises(TypeError, match="BlockLayout"):
+        sasa_blocks_attention_forward(AttentionStub(), query, key, value, torch.ones(1, 1, 16, 16, dtype=torch.bool))
+
+
+def test_flex_on_cpu_with_gradients_is_a_clear_error():
+    layout = random_layout([32], 32, seed=1)
+    with pytest.raises(NotImplementedError, match="sasa_blocks"):
+        prepare_attention_mask(layout, "flex_attention", needs_grad=True)
