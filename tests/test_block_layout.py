@@ -93,8 +93,10 @@ def test_density_counts_real_block_pairs():
 
 def test_random_blocks_are_reproducible_with_a_seeded_generator():
     token_valid = torch.ones(2, 256, dtype=torch.bool)
-    make = lambda seed: build_layout(token_valid, 8, num_random_blocks=2,
-                                     generator=torch.Generator().manual_seed(seed)).block_mask
+
+    def make(seed):
+        return build_layout(token_valid, 8, num_random_blocks=2, generator=torch.Generator().manual_seed(seed)).block_mask
+
     assert make(3).equal(make(3))
     assert not make(3).equal(make(4))
     assert (make(3).sum(-1)[:, 2:-1] == 3 + 1 + 2).all()  # window 3 + global 1 + 2 random, away from the edges

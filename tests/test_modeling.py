@@ -2,8 +2,8 @@ import copy
 
 import pytest
 import torch
-from conftest import padded_batch, tiny_config
 
+from conftest import padded_batch, tiny_config
 from sasa import SasaForMaskedLM, SasaForSequenceClassification, SasaModel
 
 

@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 import torch
-from conftest import padded_batch, tiny_config
 
+from conftest import padded_batch, tiny_config
 from sasa import SasaForMaskedLM, SasaForSequenceClassification, SasaModel
 
 SHIPPED_FILES = {"configuration_sasa.py", "modeling_sasa.py", "block_layout.py", "sparse_attention.py"}
