@@ -17,7 +17,7 @@ test: install
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q tests
 
 lint: install
-	$(PYTHON) -m ruff check src tests benchmarks examples
+	$(PYTHON) -m ruff check src tests benchmarks
 
 bench-memory: install
 	HF_HUB_OFFLINE=1 $(PYTHON) benchmarks/memory.py
