@@ -411,6 +411,14 @@ def _pad_right(tensor: torch.Tensor | None, pad: int, value) -> torch.Tensor | N
     return torch.cat([tensor, filler], dim=1)
 
 
+def _head_output(output_class, loss, logits, encoder_outputs: BaseModelOutputWithPooling, return_dict: bool):
+    """A head's ``output_class(loss, logits, hidden_states, attentions)``, or the same as a tuple without ``None``s."""
+    output = output_class(
+        loss=loss, logits=logits, hidden_states=encoder_outputs.hidden_states, attentions=encoder_outputs.attentions
+    )
+    return output if return_dict else output.to_tuple()
+
+
 class SasaLMHead(nn.Module):
     """RoBERTa's masked-LM head: dense → gelu → LayerNorm → decoder (tied to the word embeddings)."""
 
@@ -468,10 +476,7 @@ class SasaForMaskedLM(SasaPreTrainedModel):
         loss = None
         if labels is not None:
             loss = CrossEntropyLoss()(logits.view(-1, self.config.vocab_size), labels.to(logits.device).view(-1))
-        if not return_dict:
-            rest = tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
-            return ((loss,) if loss is not None else ()) + (logits,) + rest
-        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        return _head_output(MaskedLMOutput, loss, logits, outputs, return_dict)
 
 
 class SasaClassificationHead(nn.Module):
@@ -526,12 +531,7 @@ class SasaForSequenceClassification(SasaPreTrainedModel):
         loss = None
         if labels is not None:
             loss = self._loss(logits, labels.to(logits.device))
-        if not return_dict:
-            rest = tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
-            return ((loss,) if loss is not None else ()) + (logits,) + rest
-        return SequenceClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
-        )
+        return _head_output(SequenceClassifierOutput, loss, logits, outputs, return_dict)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         problem_type = self.config.problem_type
