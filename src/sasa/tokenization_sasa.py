@@ -1,0 +1,115 @@
+"""SasaTokenizer: RoBERTa's byte-level BPE plus the AST links SASA's layout needs.
+
+``tokenizer(code, language="java")`` returns ``input_ids``, ``attention_mask`` and ``ast_links`` (``[L, R]`` per
+example: for each token, the index of the token each of the ``R`` AST relations links it to, ``-1`` for none; see
+:mod:`ast_relations`). It reads RoBERTa/CodeBERT vocabulary files unchanged. ``ast_links`` is a plain batch-first
+field: it pads (with ``-1`` rows) through ``tokenizer.pad``, ``DataCollatorWithPadding``, Trainer and Accelerate, and
+truncation cuts it with the tokens (links always point at kept tokens).
+
+This file is shipped with checkpoints (``save_pretrained`` copies it and ``ast_relations.py``); tree-sitter is
+imported only when code is parsed, so a checkpoint's tokenizer loads without it and works with ``language=None``.
+"""
+
+from __future__ import annotations
+
+from transformers import RobertaTokenizer
+
+from .ast_relations import RELATIONS, normalize_language, token_links, validate_relations
+
+_DEFAULT = object()
+
+
+def _decode_bytes(text):
+    """Source given as ``bytes`` is decoded as UTF-8, invalid bytes replaced by U+FFFD (recursively in lists)."""
+    if isinstance(text, (bytes, bytearray)):
+        return bytes(text).decode("utf-8", errors="replace")
+    if isinstance(text, (list, tuple)):
+        return type(text)(_decode_bytes(item) for item in text)
+    return text
+
+
+class SasaTokenizer(RobertaTokenizer):
+    r"""Byte-level BPE tokenizer (RoBERTa/CodeBERT vocabulary) that also returns AST links.
+
+    Args:
+        language: Default language of the code (``"python"``, ``"java"``, ``"c"``, ``"cpp"``, ``"go"``,
+            ``"javascript"``, ``"ruby"``, ``"php"``), overridable per call with ``language=...``. ``None``: no AST
+            links (``ast_links`` is all ``-1``; the model then uses window + global + top-k blocks).
+        ast_relations: The relations to emit, one column each (default: all of
+            ``("statement", "parent", "sibling", "span")``).
+        Other arguments: as ``RobertaTokenizer`` (``vocab``, ``merges``, special tokens, ...).
+
+    Call-time extras: ``language=``; ``bytes`` input (decoded as UTF-8 with invalid bytes replaced by U+FFFD).
+    Pre-tokenized input (``is_split_into_words=True``) has no source to parse and needs ``language=None``.
+    """
+
+    model_input_names = ["input_ids", "attention_mask", "ast_links"]
+
+    def __init__(self, *args, language: str | None = None, ast_relations=RELATIONS, **kwargs):
+        self.language = normalize_language(language)
+        self.ast_relations = list(validate_relations(ast_relations))
+        super().__init__(*args, language=self.language, ast_relations=self.ast_relations, **kwargs)
+
+    def _encode_plus(self, text, text_pair=None, *args, language=_DEFAULT, return_offsets_mapping: bool = False,
+                     return_tensors=None, is_split_into_words: bool = False, **kwargs):
+        language = normalize_language(self.language if language is _DEFAULT else language)
+        if is_split_into_words and language is not None:
+            raise ValueError("pre-tokenized input (is_split_into_words=True) has no source to parse: pass language=None.")
+        text, text_pair = _decode_bytes(text), _decode_bytes(text_pair)
+        encoding = super()._encode_plus(text, text_pair, *args, return_offsets_mapping=True, return_tensors=None,
+                                        is_split_into_words=is_split_into_words, **kwargs)
+
+        batched = isinstance(text, (list, tuple)) and not is_split_into_words
+        texts = list(text) if batched else [text]
+        pairs = list(text_pair) if batched and text_pair is not None else [text_pair] * len(texts)
+        sample_of = encoding.get("overflow_to_sample_mapping") or range(len(encoding.encodings))
+        links = [
+            self._links(tokens, texts[sample], pairs[sample], language)
+            for tokens, sample in zip(encoding.encodings, sample_of)
+        ]
+        unbatched = not isinstance(encoding["input_ids"][0], list) if encoding["input_ids"] else False
+        encoding["ast_links"] = links[0] if unbatched else links
+        if not return_offsets_mapping:
+            del encoding["offset_mapping"]
+        if return_tensors is not None:
+            encoding.convert_to_tensors(return_tensors, prepend_batch_axis=unbatched)
+        return encoding
+
+    def _links(self, tokens, source, pair, language) -> list[list[int]]:
+        """``[L][R]`` links of one encoded sequence (or pair: each segment parsed on its own)."""
+        width = len(self.ast_relations)
+        links = [[-1] * width for _ in tokens.ids]
+        if language is None:
+            return links
+        for segment, segment_source in ((0, source), (1, pair)):
+            positions = [t for t, sid in enumerate(tokens.sequence_ids) if sid == segment]
+            if not positions or not isinstance(segment_source, str):
+                continue
+            spans = [tokens.offsets[t] for t in positions]
+            local = token_links(segment_source, spans, language, tuple(self.ast_relations))
+            for position, row in zip(positions, local.tolist()):
+                links[position] = [positions[target] if target >= 0 else -1 for target in row]
+        return links
+
+    def _pad(self, encoded_inputs, max_length=None, padding_strategy=None, pad_to_multiple_of=None,
+             padding_side=None, return_attention_mask=None):
+        """Pad ``ast_links`` with ``-1`` rows like ``input_ids``; left padding shifts the token indices."""
+        links = encoded_inputs.get("ast_links")
+        length = len(encoded_inputs[self.model_input_names[0]])
+        kwargs = dict(max_length=max_length, pad_to_multiple_of=pad_to_multiple_of, padding_side=padding_side,
+                      return_attention_mask=return_attention_mask)
+        if padding_strategy is not None:
+            kwargs["padding_strategy"] = padding_strategy
+        padded = super()._pad(encoded_inputs, **kwargs)
+        difference = len(padded[self.model_input_names[0]]) - length
+        if links is not None and difference > 0:
+            filler = [[-1] * len(self.ast_relations) for _ in range(difference)]
+            links = [list(row) for row in links]
+            if (padding_side or self.padding_side) == "right":
+                padded["ast_links"] = links + filler
+            else:
+                padded["ast_links"] = filler + [[i + difference if i >= 0 else -1 for i in row] for row in links]
+        return padded
+
+
+SasaTokenizer.register_for_auto_class()
