@@ -50,3 +50,35 @@ def padded_batch(lengths: list[int], vocab_size: int = 120, pad_token_id: int = 
 @pytest.fixture
 def config() -> SasaConfig:
     return tiny_config()
+
+
+SNIPPETS = os.path.join(os.path.dirname(__file__), "data", "snippets")
+
+
+@pytest.fixture(scope="session")
+def bpe_dir(tmp_path_factory) -> str:
+    """A RoBERTa-style byte-level BPE vocabulary (vocab.json + merges.txt) trained here on the test snippets.
+
+    Special tokens sit where RoBERTa/CodeBERT have them: <s>=0, <pad>=1, </s>=2, <unk>=3, <mask>=4.
+    """
+    from tokenizers import ByteLevelBPETokenizer
+
+    files = sorted(os.path.join(SNIPPETS, name) for name in os.listdir(SNIPPETS))
+    trainer = ByteLevelBPETokenizer()
+    trainer.train(files, vocab_size=400, min_frequency=2, show_progress=False,
+                  special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    directory = tmp_path_factory.mktemp("bpe")
+    trainer.save_model(str(directory))
+    return str(directory)
+
+
+@pytest.fixture
+def tokenizer(bpe_dir):
+    from sasa import SasaTokenizer
+
+    return SasaTokenizer.from_pretrained(bpe_dir)
+
+
+def read_snippet(name: str) -> str:
+    with open(os.path.join(SNIPPETS, name), encoding="utf-8") as handle:
+        return handle.read()

@@ -5,12 +5,19 @@ Importing the package registers the SASA classes with transformers' Auto classes
 load with ``trust_remote_code=True`` where this package is not installed.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
 
 from .block_layout import BlockLayout, ast_block_scores, build_layout, frequency_block_scores
 from .configuration_sasa import SasaConfig
 from .modeling_sasa import SasaForMaskedLM, SasaForSequenceClassification, SasaModel, SasaPreTrainedModel
 from .sparse_attention import SUPPORTED_BACKENDS
+from .tokenization_sasa import SasaTokenizer
 
 __version__ = "0.1.0"
 
@@ -18,6 +25,7 @@ AutoConfig.register(SasaConfig.model_type, SasaConfig, exist_ok=True)
 AutoModel.register(SasaConfig, SasaModel, exist_ok=True)
 AutoModelForMaskedLM.register(SasaConfig, SasaForMaskedLM, exist_ok=True)
 AutoModelForSequenceClassification.register(SasaConfig, SasaForSequenceClassification, exist_ok=True)
+AutoTokenizer.register(SasaConfig, tokenizer_class=SasaTokenizer, exist_ok=True)
 
 __all__ = [
     "BlockLayout",
@@ -27,6 +35,7 @@ __all__ = [
     "SasaForSequenceClassification",
     "SasaModel",
     "SasaPreTrainedModel",
+    "SasaTokenizer",
     "ast_block_scores",
     "build_layout",
     "frequency_block_scores",

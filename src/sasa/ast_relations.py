@@ -10,8 +10,9 @@ Relations (:data:`RELATIONS`; a tokenizer may use any subset, in any order):
 ``statement``
     every token → the first token of its innermost enclosing *statement* (a node whose type ends in ``_statement``,
     ``_declaration`` or ``_definition``, a few per-language types such as Ruby's ``method``, or any child of a block
-    such as Python's ``block``, Java's ``block``, C's ``compound_statement``, Ruby's ``body_statement``). The first
-    token of a statement links to the first token of the statement around it.
+    such as Python's ``block``, Java's ``block``, C's ``compound_statement``, Ruby's ``body_statement``; the blocks
+    themselves are containers, not statements). The first token of a statement links to the first token of the
+    statement around it.
 ``parent``
     the first token of a node → the first token of its parent node (taking the outermost node that starts at that
     token): parent–child links between node heads, e.g. a method's first token → its class body's ``{``.
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import bisect
 import importlib
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -50,6 +51,8 @@ GRAMMARS = {
 }
 ALIASES = {"py": "python", "c++": "cpp", "js": "javascript", "rb": "ruby", "golang": "go"}
 SUPPORTED_LANGUAGES = tuple(GRAMMARS)
+EXTENSIONS = {".py": "python", ".java": "java", ".c": "c", ".h": "c", ".cpp": "cpp", ".cc": "cpp", ".cxx": "cpp",
+              ".hpp": "cpp", ".go": "go", ".js": "javascript", ".mjs": "javascript", ".rb": "ruby", ".php": "php"}
 RELATIONS = ("statement", "parent", "sibling", "span")
 
 STATEMENT_SUFFIXES = ("_statement", "_declaration", "_definition")
@@ -82,7 +85,7 @@ def validate_relations(relations) -> tuple[str, ...]:
     return relations
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_parser(language: str):
     """A tree-sitter ``Parser`` for ``language`` (grammar wheel imported on first use)."""
     language = normalize_language(language)
@@ -110,6 +113,8 @@ def char_to_byte_offsets(text: str) -> np.ndarray:
 
 def _is_statement(node, parent) -> bool:
     kind = node.type
+    if kind in BLOCK_TYPES and kind not in STATEMENT_TYPES:  # containers (block, compound_statement) are not
+        return False
     return (kind.endswith(STATEMENT_SUFFIXES) or kind in STATEMENT_TYPES
             or (parent is not None and parent.type in BLOCK_TYPES))
 

@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+#: Codes of :attr:`BlockLayout.sources`: which pattern selected a block (0 = not selected).
+PATTERN_CODES = {"window": 1, "global": 2, "top-k": 3, "ast": 4, "random": 5}
+
 
 def real_blocks(token_valid: torch.Tensor, block_size: int) -> torch.Tensor:
     """``[B, L]`` bool token validity → ``[B, n]`` bool, True where the block holds at least one real token."""
@@ -141,6 +144,8 @@ class BlockLayout:
         num_global_blocks: Leading query blocks whose rows may cover every block (the sparse backend computes them
             densely, in ``O(L)``).
         max_sparse_blocks: Upper bound on the key blocks of any non-global query block.
+        sources: ``[B, n, n]`` int8, which pattern selected each block (:data:`PATTERN_CODES`; 0 = none), for
+            inspection and plots.
     """
 
     block_mask: torch.Tensor
@@ -148,6 +153,7 @@ class BlockLayout:
     block_size: int
     num_global_blocks: int
     max_sparse_blocks: int
+    sources: torch.Tensor | None = None
     _kv: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
     @property
@@ -243,19 +249,26 @@ def build_layout(
     device = token_valid.device
     allowed = real[:, :, None] & real[:, None, :]
 
-    chosen = allowed & (window_blocks(num_blocks, window_radius, device) | global_blocks(num_blocks, num_global_blocks, device))
+    sources = torch.zeros(allowed.shape, dtype=torch.int8, device=device)
+
+    def add(selected: torch.Tensor, pattern: str) -> None:
+        sources.masked_fill_(selected & (sources == 0), PATTERN_CODES[pattern])
+
+    add(allowed & global_blocks(num_blocks, num_global_blocks, device), "global")
+    add(allowed & window_blocks(num_blocks, window_radius, device), "window")
     budget = min(2 * window_radius + 1, num_blocks) + num_global_blocks
-    for scores, k in ((topk_scores, num_topk_blocks), (ast_scores, num_ast_blocks)):
+    for pattern, scores, k in (("top-k", topk_scores, num_topk_blocks), ("ast", ast_scores, num_ast_blocks)):
         if scores is None or k == 0:
             continue
         expected = (token_valid.shape[0], num_blocks, num_blocks)
         if tuple(scores.shape) != expected:
             raise ValueError(f"block scores must have shape {expected} (batch, blocks, blocks), got {tuple(scores.shape)}.")
-        chosen |= highest_scoring_blocks(scores.to(device), k, allowed & ~chosen)
+        add(highest_scoring_blocks(scores.to(device), k, allowed & (sources == 0)), pattern)
         budget += k
     if num_random_blocks:
-        chosen |= random_blocks(allowed & ~chosen, num_random_blocks, generator)
+        add(random_blocks(allowed & (sources == 0), num_random_blocks, generator), "random")
         budget += num_random_blocks
+    chosen = sources > 0
 
     return BlockLayout(
         block_mask=chosen,
@@ -263,4 +276,5 @@ def build_layout(
         block_size=block_size,
         num_global_blocks=min(num_global_blocks, num_blocks),
         max_sparse_blocks=min(budget, num_blocks),
+        sources=sources,
     )

@@ -1,4 +1,10 @@
-"""The ``sasa`` command: ``sasa demo`` (the main-job demonstration) and ``sasa convert`` (RoBERTa → SASA)."""
+"""The ``sasa`` command.
+
+``sasa demo``          the main-job demonstration
+``sasa convert``       RoBERTa-family checkpoint → SASA checkpoint
+``sasa topk``          top-k attention-frequency table from a full-attention encoder over a corpus
+``sasa show-layout``   PNG of a source file's block layout, and its density
+"""
 
 from __future__ import annotations
 
@@ -38,6 +44,29 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--length", type=int, default=4096, help="tokens to encode")
     demo.add_argument("--repeats", type=int, default=3, help="timed runs per model (median reported)")
 
+    topk = commands.add_parser("topk", help="count a full-attention encoder's top-k attention pairs over a corpus")
+    topk.add_argument("--model", required=True, help="full-attention encoder (local dir, or Hub id when online)")
+    topk.add_argument("--tokenizer", help="tokenizer (default: the model's)")
+    corpus = topk.add_mutually_exclusive_group(required=True)
+    corpus.add_argument("--files", nargs="+", help="local files, directories or globs (.jsonl: one record a line)")
+    corpus.add_argument("--dataset", help="a `datasets` dataset name (Hub, needs network) or local data dir")
+    topk.add_argument("--dataset-config", help="the dataset's configuration name")
+    topk.add_argument("--split", default="train")
+    topk.add_argument("--column", default="code", help="text field of .jsonl records or dataset rows")
+    topk.add_argument("--output", required=True, help="safetensors file to write")
+    topk.add_argument("--top-k", type=int, default=8, help="keys counted per query, layer and head")
+    topk.add_argument("--partners", type=int, default=32, help="partners kept per vocabulary id")
+    topk.add_argument("--max-length", type=int, default=512)
+    topk.add_argument("--batch-size", type=int, default=8)
+    topk.add_argument("--limit", type=int, help="use at most this many texts")
+    topk.add_argument("--install-into", help="also install the table into this SASA checkpoint (saved in place)")
+
+    show = commands.add_parser("show-layout", help="draw the block layout of a source file")
+    show.add_argument("file", help="source file (decoded as UTF-8, invalid bytes replaced)")
+    show.add_argument("--checkpoint", required=True, help="SASA checkpoint with its tokenizer")
+    show.add_argument("--language", help="default: from the file extension")
+    show.add_argument("--output", default="layout.png")
+
     args = parser.parse_args(argv)
     if args.command == "convert":
         from .conversion import convert_roberta_checkpoint
@@ -45,11 +74,65 @@ def main(argv: list[str] | None = None) -> int:
         model = convert_roberta_checkpoint(args.source, args.output_dir, args.max_position_embeddings, args.head,
                                            **_sparse_fields(args))
         print(f"saved {type(model).__name__} ({model.config.max_sequence_length} tokens) to {args.output_dir}")
-        return 0
-    from .demo import run_demo
+    elif args.command == "topk":
+        _topk(args)
+    elif args.command == "show-layout":
+        _show_layout(args)
+    else:
+        from .demo import run_demo
 
-    run_demo(length=args.length, repeats=args.repeats)
+        run_demo(length=args.length, repeats=args.repeats)
     return 0
+
+
+def _topk(args: argparse.Namespace) -> None:
+    from .frequency import compute_frequency_table, read_corpus
+
+    if args.files:
+        texts = read_corpus(args.files, args.column)
+    else:
+        from datasets import load_dataset
+
+        rows = load_dataset(args.dataset, args.dataset_config, split=args.split)
+        texts = (row[args.column] for row in rows)
+    ids, weights = compute_frequency_table(args.model, texts, args.output, args.top_k, args.partners,
+                                           args.max_length, args.batch_size, args.limit, args.tokenizer)
+    covered = int((weights > 0).any(1).sum())
+    print(f"wrote {args.output}: {ids.shape[0]} ids x {ids.shape[1]} partners, {covered} ids with partners")
+    if args.install_into:
+        from transformers import AutoModel
+
+        model = AutoModel.from_pretrained(args.install_into, trust_remote_code=True)
+        model.base_model.set_frequency_table(ids, weights)
+        model.save_pretrained(args.install_into)
+        print(f"installed into {args.install_into}")
+
+
+def _show_layout(args: argparse.Namespace) -> None:
+    import os
+
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from .ast_relations import EXTENSIONS
+    from .visualize import pattern_counts, plot_layout
+
+    language = args.language or EXTENSIONS.get(os.path.splitext(args.file)[1].lower())
+    if language is None:
+        raise SystemExit(f"cannot tell the language of {args.file}: pass --language")
+    with open(args.file, "rb") as handle:
+        source = handle.read()
+    tokenizer = AutoTokenizer.from_pretrained(args.checkpoint, trust_remote_code=True)
+    model = AutoModel.from_pretrained(args.checkpoint, trust_remote_code=True).eval()
+    encoding = tokenizer(source, language=language, truncation=True, max_length=model.config.max_sequence_length,
+                         return_tensors="pt")
+    with torch.no_grad():
+        layout = model.layout(encoding["input_ids"], encoding["attention_mask"], encoding["ast_links"])
+    plot_layout(layout, args.output, title=f"{os.path.basename(args.file)} ({language}): "
+                f"{layout.num_blocks} blocks, density {layout.density():.3f}")
+    counts = ", ".join(f"{name} {count}" for name, count in pattern_counts(layout).items())
+    print(f"{args.file}: {encoding['input_ids'].shape[1]} tokens, {layout.num_blocks} blocks of "
+          f"{layout.block_size}, density {layout.density():.3f} ({counts} block pairs) -> {args.output}")
 
 
 if __name__ == "__main__":

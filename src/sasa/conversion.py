@@ -16,12 +16,12 @@ from transformers import (
     AutoModel,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
-    AutoTokenizer,
     PreTrainedModel,
 )
 
 from .configuration_sasa import SasaConfig
 from .modeling_sasa import SasaForMaskedLM, SasaForSequenceClassification, SasaModel
+from .tokenization_sasa import SasaTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,8 @@ def convert_roberta_checkpoint(
 
     Args:
         source: The RoBERTa/CodeBERT checkpoint.
-        output_dir: Where the SASA checkpoint (weights, config, code, tokenizer) is written.
+        output_dir: Where the SASA checkpoint (weights, config, code, and a :class:`SasaTokenizer` over the source's
+            vocabulary when the source has one) is written.
         max_position_embeddings: New position table size (2050 → 2048 usable tokens).
         head: ``"base"``, ``"masked-lm"``, ``"sequence-classification"``, or ``"auto"`` (masked-lm when the source
             has an MLM head, else base).
@@ -127,8 +128,8 @@ def convert_roberta_checkpoint(
     model = convert_roberta_model(source_model, max_position_embeddings, head, **sparse_fields)
     model.save_pretrained(output_dir)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as error:
+        tokenizer = SasaTokenizer.from_pretrained(source)  # the source's BPE vocabulary, unchanged
+    except (OSError, ValueError, TypeError) as error:
         logger.warning("no tokenizer saved: could not load one from %s (%s)", source, error)
     else:
         tokenizer.model_max_length = model.config.max_sequence_length

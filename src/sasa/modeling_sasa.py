@@ -364,19 +364,19 @@ class SasaModel(SasaPreTrainedModel):
             )
         if attention_mask is None:
             attention_mask = torch.ones(batch, length, dtype=torch.long, device=reference.device)
+        elif bool(((attention_mask[:, 0] == 0) & attention_mask.bool().any(dim=1)).any()):
+            raise ValueError(
+                "SASA expects right-padded inputs (block 0 holds <s> and is the global block); got a left-padded "
+                "attention_mask. Use padding_side='right'."
+            )
         if ast_links is not None and tuple(ast_links.shape[:2]) != (batch, length):
             raise ValueError(f"ast_links must start with shape {(batch, length)}, got {tuple(ast_links.shape)}.")
 
         # Pad to a whole number of blocks; the padding is masked like any other and cut off again below.
         pad = -length % config.block_size
-        if pad:
-            input_ids = _pad_right(input_ids, pad, config.pad_token_id)
-            inputs_embeds = _pad_right(inputs_embeds, pad, 0.0)
-            attention_mask = _pad_right(attention_mask, pad, 0)
-            token_type_ids = _pad_right(token_type_ids, pad, 0)
-            position_ids = _pad_right(position_ids, pad, config.pad_token_id)
-            ast_links = _pad_right(ast_links, pad, -1)
-
+        input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids, ast_links = self._pad_to_blocks(
+            input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids, ast_links
+        )
         hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
         layout = self.build_layout(attention_mask, input_ids, ast_links)
         needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
@@ -403,10 +403,39 @@ class SasaModel(SasaPreTrainedModel):
         )
 
 
+    def _pad_to_blocks(self, input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids, ast_links):
+        """Right-pad every per-token input to a multiple of ``block_size`` (padding is masked; ``None`` stays)."""
+        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        pad = -length % self.config.block_size
+        pad_id = self.config.pad_token_id
+        return (
+            _pad_right(input_ids, pad, pad_id),
+            _pad_right(inputs_embeds, pad, 0.0),
+            _pad_right(attention_mask, pad, 0),
+            _pad_right(token_type_ids, pad, 0),
+            _pad_right(position_ids, pad, pad_id),
+            _pad_right(ast_links, pad, -1),
+        )
+
+    def layout(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        ast_links: torch.Tensor | None = None,
+    ) -> BlockLayout:
+        """The :class:`BlockLayout` ``forward`` would use for these inputs (padded to whole blocks), for inspection."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        input_ids, _, attention_mask, _, _, ast_links = self._pad_to_blocks(
+            input_ids, None, attention_mask, None, None, ast_links
+        )
+        return self.build_layout(attention_mask, input_ids, ast_links)
+
+
 def _pad_right(tensor: torch.Tensor | None, pad: int, value) -> torch.Tensor | None:
     """Pad dim 1 (the sequence) of a ``[B, L, ...]`` tensor with ``pad`` copies of ``value``."""
-    if tensor is None:
-        return None
+    if tensor is None or pad == 0:
+        return tensor
     filler = tensor.new_full((tensor.shape[0], pad, *tensor.shape[2:]), value)
     return torch.cat([tensor, filler], dim=1)
 

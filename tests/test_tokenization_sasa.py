@@ -1,0 +1,163 @@
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from transformers import DataCollatorWithPadding, RobertaTokenizer
+
+from conftest import read_snippet
+from sasa import SasaTokenizer
+from sasa.ast_relations import RELATIONS
+
+PYTHON = read_snippet("example.py")
+JAVA = read_snippet("Example.java")
+WIDTH = len(RELATIONS)
+
+
+def assert_consistent(encoding, links_in_range=True):
+    """input_ids, attention_mask and ast_links agree in length; links point at real tokens of the same row."""
+    ids, mask, links = encoding["input_ids"], encoding["attention_mask"], encoding["ast_links"]
+    assert len(ids) == len(mask) == len(links)
+    for row in links:
+        assert len(row) == WIDTH
+        for target in row:
+            assert -1 <= target < len(ids)
+            if target >= 0:
+                assert mask[target] == 1
+
+
+def test_reads_roberta_vocabulary_files_unchanged(bpe_dir, tokenizer):
+    roberta = RobertaTokenizer.from_pretrained(bpe_dir)
+    assert tokenizer(JAVA, language="java")["input_ids"] == roberta(JAVA)["input_ids"]
+    assert (tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id) == (0, 1, 2)
+
+
+def test_returns_ast_links_alongside_input_ids(tokenizer):
+    encoding = tokenizer(PYTHON, language="python")
+    assert list(encoding.keys()) == ["input_ids", "attention_mask", "ast_links"]
+    assert_consistent(encoding)
+    linked = sum(target >= 0 for row in encoding["ast_links"] for target in row)
+    assert linked > len(encoding["input_ids"])  # most tokens carry several links
+    assert encoding["ast_links"][0] == [-1] * WIDTH and encoding["ast_links"][-1] == [-1] * WIDTH  # <s>, </s>
+
+
+def test_links_follow_the_syntax_tree_through_bpe(tokenizer):
+    source = "def f(x):\n    y = x\n    return y\n"
+    encoding = tokenizer(source, language="python", return_offsets_mapping=True)
+    tokens = tokenizer.convert_ids_to_tokens(encoding["input_ids"])
+    text_of = [source[a:b] for a, b in encoding["offset_mapping"]]
+    returned = text_of.index("return")
+    statement_head = encoding["ast_links"][returned][RELATIONS.index("statement")]
+    assert source[encoding["offset_mapping"][statement_head][0]:].startswith("d"), tokens  # the "def" line
+    sibling = encoding["ast_links"][returned][RELATIONS.index("sibling")]
+    assert text_of[sibling] == "y"
+
+
+def test_language_none_and_default_language(bpe_dir):
+    plain = SasaTokenizer.from_pretrained(bpe_dir)
+    assert all(row == [-1] * WIDTH for row in plain(PYTHON)["ast_links"])
+    python = SasaTokenizer.from_pretrained(bpe_dir, language="python")
+    assert python(PYTHON)["ast_links"] == plain(PYTHON, language="python")["ast_links"]
+    assert all(row == [-1] * WIDTH for row in python(PYTHON, language=None)["ast_links"])
+
+
+def test_unknown_language_is_a_value_error(tokenizer):
+    with pytest.raises(ValueError, match="supported: python, java"):
+        tokenizer(PYTHON, language="fortran")
+
+
+def test_batches_pad_and_convert_to_tensors(tokenizer):
+    batch = tokenizer([PYTHON, "x = 1\n"], language="python", padding=True, return_tensors="pt")
+    assert batch["ast_links"].shape == (*batch["input_ids"].shape, WIDTH)
+    short = batch["attention_mask"][1].bool()
+    assert (batch["ast_links"][1][~short] == -1).all()
+    single = tokenizer(PYTHON, language="python", return_tensors="pt")
+    assert single["ast_links"].shape == (1, single["input_ids"].shape[1], WIDTH)
+    assert torch.equal(single["ast_links"][0], torch.tensor(tokenizer(PYTHON, language="python")["ast_links"]))
+
+
+def test_truncation_cuts_the_structure_consistently(tokenizer):
+    full = tokenizer(PYTHON, language="python")
+    cut = tokenizer(PYTHON, language="python", truncation=True, max_length=20)
+    assert len(cut["input_ids"]) == 20
+    assert_consistent(cut)
+    assert cut["ast_links"][:5] == full["ast_links"][:5]  # early tokens keep their links
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_tokenizer_pad_and_data_collator_pad_ast_links(tokenizer, side):
+    features = [tokenizer(PYTHON, language="python"), tokenizer("x = 1\n", language="python")]
+    tokenizer.padding_side = side
+    batch = DataCollatorWithPadding(tokenizer)(features)
+    width = batch["input_ids"].shape[1]
+    assert batch["ast_links"].shape == (2, width, WIDTH)
+    short = features[1]
+    shift = width - len(short["input_ids"]) if side == "left" else 0
+    real = slice(shift, shift + len(short["input_ids"]))
+    expected = torch.tensor([[t + shift if t >= 0 else -1 for t in row] for row in short["ast_links"]])
+    assert torch.equal(batch["ast_links"][1, real], expected)
+    assert torch.equal(batch["input_ids"][1, real], torch.tensor(short["input_ids"]))
+
+
+def test_pairs_are_parsed_per_segment(tokenizer):
+    encoding = tokenizer("a = 1\n", "b = 2\n", language="python")
+    sequence_ids = encoding.sequence_ids()
+    for position, row in enumerate(encoding["ast_links"]):
+        for target in row:
+            if target >= 0:
+                assert sequence_ids[target] == sequence_ids[position]
+    assert any(t >= 0 for row, sid in zip(encoding["ast_links"], sequence_ids) if sid == 1 for t in row)
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["", "   \n\t  \n", "x" * 5000, "def f(:\n  return ((", "#" + "é" * 300 + "\n" + "y = 1\n"],
+    ids=["empty", "whitespace", "huge-line", "broken", "non-ascii"],
+)
+def test_awkward_inputs_behave(tokenizer, source):
+    encoding = tokenizer(source, language="python", truncation=True, max_length=64)
+    assert_consistent(encoding)
+    assert len(encoding["input_ids"]) <= 64
+
+
+def test_non_utf8_bytes_are_decoded_with_replacement(tokenizer):
+    raw = b"s = '\xff\xfe'\nreturn_value = s\n"
+    encoding = tokenizer(raw, language="python")
+    assert encoding["input_ids"] == tokenizer(raw.decode("utf-8", errors="replace"), language="python")["input_ids"]
+    assert_consistent(encoding)
+
+
+def test_inputs_far_longer_than_max_length(tokenizer):
+    source = PYTHON * 200
+    encoding = tokenizer(source, language="python", truncation=True, max_length=512)
+    assert len(encoding["input_ids"]) == 512
+    assert_consistent(encoding)
+
+
+def test_pretokenized_input_needs_language_none(tokenizer):
+    with pytest.raises(ValueError, match="language=None"):
+        tokenizer(["def", "f"], is_split_into_words=True, language="python")
+
+
+def test_save_and_reload_keeps_language_and_relations(tmp_path, bpe_dir):
+    tokenizer = SasaTokenizer.from_pretrained(bpe_dir, language="java", ast_relations=("span", "statement"))
+    tokenizer.save_pretrained(tmp_path)
+    reloaded = SasaTokenizer.from_pretrained(tmp_path)
+    assert reloaded.language == "java" and reloaded.ast_relations == ["span", "statement"]
+    assert reloaded(JAVA)["ast_links"] == tokenizer(JAVA)["ast_links"]
+    assert {"tokenization_sasa.py", "ast_relations.py"} <= {p.name for p in tmp_path.iterdir()}
+
+
+SOURCE_ALPHABET = st.sampled_from(list("abcxyz_019 \t\n(){}[];:,.=+-*/<>'\"#\\é漢😀") + ["def ", "return ", "if ", "class "])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(source=st.lists(SOURCE_ALPHABET, max_size=80).map("".join),
+       language=st.sampled_from(["python", "java", "c", "javascript", None]),
+       max_length=st.integers(min_value=4, max_value=96))
+def test_property_tokenizer_never_crashes_and_shapes_agree(tokenizer, source, language, max_length):
+    encoding = tokenizer(source, language=language, truncation=True, max_length=max_length)
+    assert_consistent(encoding)
+    assert len(encoding["input_ids"]) <= max_length
+    batch = tokenizer([source, source[: len(source) // 2]], language=language, padding=True, truncation=True,
+                      max_length=max_length, return_tensors="pt")
+    assert batch["ast_links"].shape == (*batch["input_ids"].shape, WIDTH)
