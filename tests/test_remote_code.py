@@ -10,8 +10,8 @@ import textwrap
 import pytest
 import torch
 
-from conftest import padded_batch, tiny_config
-from sasa import SasaForMaskedLM, SasaForSequenceClassification, SasaModel
+from conftest import padded_batch, read_snippet, tiny_config
+from sasa import SasaForMaskedLM, SasaForSequenceClassification, SasaModel, SasaTokenizer
 
 SHIPPED_FILES = {"configuration_sasa.py", "modeling_sasa.py", "block_layout.py", "sparse_attention.py"}
 
@@ -40,7 +40,13 @@ FRESH_PROCESS = textwrap.dedent(
         model = auto.from_pretrained(case["path"], trust_remote_code=True).eval()
         assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
         assert type(model).__name__ == case["class_name"], type(model).__name__
-        inputs = torch.load(case["inputs"])
+        if "code" in case:  # the checkpoint's own tokenizer, loaded as remote code too
+            tokenizer = transformers.AutoTokenizer.from_pretrained(case["path"], trust_remote_code=True)
+            assert type(tokenizer).__module__.startswith("transformers_modules"), type(tokenizer).__module__
+            inputs = dict(tokenizer(case["code"], language=case["language"], return_tensors="pt"))
+            assert (inputs["ast_links"] >= 0).any()
+        else:
+            inputs = torch.load(case["inputs"])
         with torch.no_grad():
             output = model(**inputs)[0]
         expected = torch.load(case["expected"])
@@ -51,7 +57,7 @@ FRESH_PROCESS = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_checkpoints_reload_without_the_package_offline_to_identical_outputs(tmp_path):
+def test_checkpoints_reload_without_the_package_offline_to_identical_outputs(tmp_path, bpe_dir):
     config = tiny_config(num_labels=3)
     input_ids, attention_mask = padded_batch([45, 30], config.vocab_size)
     ast_links = torch.randint(-1, 45, (2, 45, 2), generator=torch.Generator().manual_seed(0))
@@ -80,6 +86,20 @@ def test_checkpoints_reload_without_the_package_offline_to_identical_outputs(tmp
             torch.save(model(**inputs)[0], tmp_path / f"expected-{index}.pt")
         cases.append(dict(path=str(path), auto_class=auto_class, class_name=class_name,
                           inputs=str(tmp_path / "inputs.pt"), expected=str(tmp_path / f"expected-{index}.pt")))
+
+    # Model and tokenizer saved together: model(**tokenizer(code, language=...)) must reload identically.
+    tokenizer = SasaTokenizer.from_pretrained(bpe_dir)
+    model = SasaForSequenceClassification(tiny_config(vocab_size=len(tokenizer), num_labels=2)).eval()
+    path = tmp_path / "checkpoint-with-tokenizer"
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    code = read_snippet("Example.java")
+    with torch.no_grad():
+        logits = model(**tokenizer(code, language="java", return_tensors="pt")).logits
+    torch.save(logits, tmp_path / "expected-tokenizer.pt")
+    cases.append(dict(path=str(path), auto_class="AutoModelForSequenceClassification",
+                      class_name="SasaForSequenceClassification", code=code, language="java",
+                      expected=str(tmp_path / "expected-tokenizer.pt")))
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_HOME=tempfile.mkdtemp(prefix="fresh-hf-home-"))
