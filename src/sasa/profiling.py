@@ -6,7 +6,8 @@ is ``torch.cuda.max_memory_allocated`` above the memory held before the run.
 
 Run as ``python -m sasa.profiling '<json spec>'``; prints one JSON line. Spec fields: ``model`` (``"sasa"`` or
 ``"roberta"``), ``backend`` (attention implementation), ``length``, ``mode`` (``"infer"`` or ``"train"``),
-``repeats``, ``size`` (config fields), ``layout`` (SASA sparse fields), ``device``.
+``repeats``, ``size`` (config fields), ``layout`` (SASA sparse fields), ``device``, ``ast_links_per_token`` (random
+AST links per token, so the AST blocks are spent as on real code; SASA only).
 """
 
 from __future__ import annotations
@@ -64,14 +65,18 @@ def measure(spec: dict) -> dict:
     input_ids = torch.randint(3, model.config.vocab_size, (spec.get("batch", 1), spec["length"]), generator=generator)
     input_ids[:, 0] = 0
     input_ids = input_ids.to(device)
+    inputs = dict(input_ids=input_ids)
+    if spec.get("ast_links_per_token") and spec["model"] == "sasa":
+        shape = (*input_ids.shape, spec["ast_links_per_token"])
+        inputs["ast_links"] = torch.randint(-1, spec["length"], shape, generator=generator).to(device)
 
     def step() -> None:
         if train:
-            model(input_ids).last_hidden_state.float().pow(2).mean().backward()
+            model(**inputs).last_hidden_state.float().pow(2).mean().backward()
             model.zero_grad(set_to_none=True)
         else:
             with torch.inference_mode():
-                model(input_ids)
+                model(**inputs)
         if device.type == "cuda":
             torch.cuda.synchronize()
 

@@ -81,11 +81,12 @@ class SasaTokenizer(RobertaTokenizer):
         links = [[-1] * width for _ in tokens.ids]
         if language is None:
             return links
+        sequence_ids, offsets = tokens.sequence_ids, tokens.offsets  # each access builds a new Python list
         for segment, segment_source in ((0, source), (1, pair)):
-            positions = [t for t, sid in enumerate(tokens.sequence_ids) if sid == segment]
+            positions = [t for t, sid in enumerate(sequence_ids) if sid == segment]
             if not positions or not isinstance(segment_source, str):
                 continue
-            spans = [tokens.offsets[t] for t in positions]
+            spans = [offsets[t] for t in positions]
             local = token_links(segment_source, spans, language, tuple(self.ast_relations))
             for position, row in zip(positions, local.tolist()):
                 links[position] = [positions[target] if target >= 0 else -1 for target in row]
