@@ -33,6 +33,41 @@ def median_ms(function, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
+@torch.inference_mode()
+def measure_length(length: int, table: tuple[torch.Tensor, torch.Tensor], repeats: int) -> dict:
+    from sasa import SasaConfig, SasaModel
+    from sasa.block_layout import ast_block_scores, build_layout, frequency_block_scores
+    from sasa.profiling import SMALL
+
+    partner_ids, partner_weights = table
+    vocab = partner_ids.shape[0]
+    torch.manual_seed(0)
+    config = SasaConfig(vocab_size=vocab, max_position_embeddings=length + 2, **SMALL)
+    model = SasaModel._from_config(config, attn_implementation="sasa_blocks").eval()
+    model.set_frequency_table(partner_ids, partner_weights)
+    generator = torch.Generator().manual_seed(length)
+    input_ids = torch.randint(3, vocab, (1, length), generator=generator)
+    ast_links = torch.randint(-1, length, (1, length, 2), generator=generator)
+    mask = torch.ones_like(input_ids)
+    block = config.block_size
+    topk = frequency_block_scores(input_ids, partner_ids, partner_weights, block)
+    ast = ast_block_scores(ast_links, block)
+
+    def layout():
+        return build_layout(mask, block, config.window_radius, config.num_global_blocks, config.num_topk_blocks,
+                            config.num_ast_blocks, 0, topk, ast).kv_indices
+
+    row = dict(
+        length=length,
+        topk_ms=median_ms(lambda: frequency_block_scores(input_ids, partner_ids, partner_weights, block), repeats),
+        ast_ms=median_ms(lambda: ast_block_scores(ast_links, block), repeats),
+        layout_ms=median_ms(layout, repeats),
+        forward_ms=median_ms(lambda: model(input_ids, ast_links=ast_links), repeats),
+    )
+    row["layout_share"] = (row["topk_ms"] + row["ast_ms"] + row["layout_ms"]) / row["forward_ms"]
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
@@ -41,44 +76,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
 
-    from sasa import SasaConfig, SasaModel
-    from sasa.block_layout import ast_block_scores, build_layout, frequency_block_scores
-    from sasa.profiling import SMALL
 
     vocab = 50265
     generator = torch.Generator().manual_seed(0)
-    partner_ids = torch.randint(0, vocab, (vocab, args.partners), generator=generator)
-    partner_weights = torch.rand(vocab, args.partners, generator=generator)
+    table = (torch.randint(0, vocab, (vocab, args.partners), generator=generator),
+             torch.rand(vocab, args.partners, generator=generator))
     rows = []
     print(f"{'length':>7} {'top-k scores':>13} {'AST scores':>11} {'layout':>8} {'forward':>9} {'layout share':>13}")
     for length in args.lengths:
-        torch.manual_seed(0)
-        config = SasaConfig(vocab_size=vocab, max_position_embeddings=length + 2, **SMALL)
-        model = SasaModel._from_config(config, attn_implementation="sasa_blocks").eval()
-        model.set_frequency_table(partner_ids, partner_weights)
-        input_ids = torch.randint(3, vocab, (1, length), generator=generator)
-        ast_links = torch.randint(-1, length, (1, length, 2), generator=generator)
-        mask = torch.ones_like(input_ids)
-        block = config.block_size
-        with torch.inference_mode():
-            topk_ms = median_ms(lambda: frequency_block_scores(input_ids, partner_ids, partner_weights, block),
-                                args.repeats)
-            ast_ms = median_ms(lambda: ast_block_scores(ast_links, block), args.repeats)
-            topk, ast = frequency_block_scores(input_ids, partner_ids, partner_weights, block), ast_block_scores(
-                ast_links, block)
-
-            def layout():
-                built = build_layout(mask, block, config.window_radius, config.num_global_blocks,
-                                     config.num_topk_blocks, config.num_ast_blocks, 0, topk, ast)
-                return built.kv_indices
-
-            layout_ms = median_ms(layout, args.repeats)
-            forward_ms = median_ms(lambda: model(input_ids, ast_links=ast_links), args.repeats)
-        share = (topk_ms + ast_ms + layout_ms) / forward_ms
-        rows.append(dict(length=length, topk_ms=topk_ms, ast_ms=ast_ms, layout_ms=layout_ms, forward_ms=forward_ms,
-                         layout_share=share))
-        print(f"{length:>7} {topk_ms:>11.1f}ms {ast_ms:>9.1f}ms {layout_ms:>6.1f}ms {forward_ms:>7.0f}ms "
-              f"{100 * share:>12.1f}%", flush=True)
+        row = measure_length(length, table, args.repeats)
+        rows.append(row)
+        print(f"{length:>7} {row['topk_ms']:>11.1f}ms {row['ast_ms']:>9.1f}ms {row['layout_ms']:>6.1f}ms "
+              f"{row['forward_ms']:>7.0f}ms {100 * row['layout_share']:>12.1f}%", flush=True)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=2)
