@@ -87,3 +87,22 @@ def test_non_roberta_checkpoints_are_refused():
                                 intermediate_size=64))
     with pytest.raises(ValueError, match="RoBERTa-family"):
         convert_roberta_model(bert)
+
+
+def test_conversion_saves_a_sasa_tokenizer_over_the_source_vocabulary(tmp_path, bpe_dir):
+    from transformers import AutoTokenizer, RobertaTokenizer
+
+    from sasa import SasaTokenizer
+
+    roberta_tokenizer = RobertaTokenizer.from_pretrained(bpe_dir)
+    config = tiny_roberta_config()
+    config.vocab_size = len(roberta_tokenizer)
+    RobertaModel(config).save_pretrained(tmp_path / "roberta")
+    roberta_tokenizer.save_pretrained(tmp_path / "roberta")
+    assert main(["convert", str(tmp_path / "roberta"), str(tmp_path / "sasa")]) == 0
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "sasa")
+    assert isinstance(tokenizer, SasaTokenizer) and tokenizer.model_max_length == 2048
+    code = "def f(x):\n    return x\n"
+    encoding = tokenizer(code, language="python")
+    assert encoding["input_ids"] == roberta_tokenizer(code)["input_ids"]
+    assert any(t >= 0 for row in encoding["ast_links"] for t in row)
