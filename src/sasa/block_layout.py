@@ -141,19 +141,22 @@ class BlockLayout:
         block_mask: ``[B, n, n]`` bool, ``block_mask[b, i, j]`` = query block ``i`` attends to key block ``j``.
         token_valid: ``[B, L]`` bool, False on padding tokens (masked as keys).
         block_size: Tokens per block; ``L = n * block_size``.
-        num_global_blocks: Leading query blocks whose rows may cover every block (the sparse backend computes them
-            densely, in ``O(L)``).
-        max_sparse_blocks: Upper bound on the key blocks of any non-global query block.
-        sources: ``[B, n, n]`` int8, which pattern selected each block (:data:`PATTERN_CODES`; 0 = none), for
-            inspection and plots.
+        sources: ``[B, n, n]`` int8, which pattern selected each block (:data:`PATTERN_CODES`; 0 = none).
+        window_radius: The window pattern's radius.
+        num_global_blocks: Leading blocks that are global (their rows and columns are all selected).
+        num_extra_blocks: Budget of the score-chosen patterns (top-k + AST + random) per query block.
+
+    ``block_mask`` is the union of the structured parts the sparse kernel reads directly: global columns, the window
+    band, and at most ``num_extra_blocks`` extra blocks per row (:meth:`extra_blocks`).
     """
 
     block_mask: torch.Tensor
     token_valid: torch.Tensor
     block_size: int
+    sources: torch.Tensor
+    window_radius: int
     num_global_blocks: int
-    max_sparse_blocks: int
-    sources: torch.Tensor | None = None
+    num_extra_blocks: int
     _kv: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
     @property
@@ -171,6 +174,24 @@ class BlockLayout:
             kv_indices = torch.argsort(self.block_mask.to(torch.int8), dim=-1, descending=True, stable=True)
             self._kv = (kv_num_blocks, kv_indices.to(torch.int32))
         return self._kv
+
+    @property
+    def max_sparse_blocks(self) -> int:
+        """Upper bound on the key blocks of any non-global query block."""
+        window = min(2 * self.window_radius + 1, self.num_blocks)
+        return min(window + self.num_global_blocks + self.num_extra_blocks, self.num_blocks)
+
+    def extra_blocks(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The score-chosen (top-k, AST, random) key blocks of each query block.
+
+        Returns:
+            ``(indices [B, n, E] long, used [B, n, E] bool)`` with ``E = num_extra_blocks``; unused slots hold 0.
+        """
+        extra = self.sources >= PATTERN_CODES["top-k"]
+        count = self.num_extra_blocks
+        order = torch.argsort(extra.to(torch.int8), dim=-1, descending=True, stable=True)[..., :count]
+        used = torch.arange(count, device=extra.device) < extra.sum(-1, keepdim=True)
+        return order.masked_fill(~used, 0), used
 
     @property
     def kv_num_blocks(self) -> torch.Tensor:
@@ -256,7 +277,7 @@ def build_layout(
 
     add(allowed & global_blocks(num_blocks, num_global_blocks, device), "global")
     add(allowed & window_blocks(num_blocks, window_radius, device), "window")
-    budget = min(2 * window_radius + 1, num_blocks) + num_global_blocks
+    num_extra = 0
     for pattern, scores, k in (("top-k", topk_scores, num_topk_blocks), ("ast", ast_scores, num_ast_blocks)):
         if scores is None or k == 0:
             continue
@@ -264,17 +285,17 @@ def build_layout(
         if tuple(scores.shape) != expected:
             raise ValueError(f"block scores must have shape {expected} (batch, blocks, blocks), got {tuple(scores.shape)}.")
         add(highest_scoring_blocks(scores.to(device), k, allowed & (sources == 0)), pattern)
-        budget += k
+        num_extra += k
     if num_random_blocks:
         add(random_blocks(allowed & (sources == 0), num_random_blocks, generator), "random")
-        budget += num_random_blocks
-    chosen = sources > 0
+        num_extra += num_random_blocks
 
     return BlockLayout(
-        block_mask=chosen,
+        block_mask=sources > 0,
         token_valid=token_valid,
         block_size=block_size,
-        num_global_blocks=min(num_global_blocks, num_blocks),
-        max_sparse_blocks=min(budget, num_blocks),
         sources=sources,
+        window_radius=window_radius,
+        num_global_blocks=min(num_global_blocks, num_blocks),
+        num_extra_blocks=min(num_extra, num_blocks),
     )

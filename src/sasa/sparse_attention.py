@@ -4,8 +4,9 @@ Every backend computes the same function: one softmax per query over the keys it
 
 * ``"eager"`` (:func:`eager_attention_forward`) and ``"sdpa"`` (transformers' SDPA) take the dense token mask: the
   readable ``O(L^2)`` reference.
-* ``"sasa_blocks"`` (:func:`sasa_blocks_attention_forward`) gathers each query block's key/value blocks by index and
-  runs one batched softmax: ``O(L)`` time and memory, forward and backward, any device.
+* ``"sasa_blocks"`` (:func:`sasa_blocks_attention_forward`) multiplies each query block with its global columns, its
+  window band (views, no copy) and its gathered extra blocks, and runs one batched softmax: ``O(L)`` time and memory,
+  forward and backward, any device.
 * ``"flex_attention"`` (transformers' FlexAttention) takes a ``BlockMask`` built from the layout's kv indices (GPU
   training and inference; CPU inference only, under ``torch.compile``).
 
@@ -16,10 +17,11 @@ as ``attention_mask`` and never needs to know which kernel runs. This file is sh
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .block_layout import BlockLayout
+from .block_layout import BlockLayout, real_blocks
 
 #: The attention implementations a SASA model accepts, fastest-first per use (see the README).
 SUPPORTED_BACKENDS = ("sasa_blocks", "flex_attention", "sdpa", "eager")
@@ -66,11 +68,15 @@ def sasa_blocks_attention_forward(
     dropout: float = 0.0,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
-    """Gathered-blocks sparse attention. ``query/key/value [B, H, L, D]``; ``attention_mask`` is the :class:`BlockLayout`.
+    """Block-sparse attention over a :class:`BlockLayout`. ``query/key/value [B, H, L, D]``.
 
-    Global query blocks (which may see every block) are computed densely against all keys, ``O(g * b * L)``. Every
-    other query block gathers its at most ``max_sparse_blocks`` key/value blocks with one ``index_select`` and runs
-    one masked softmax over them, ``O(L * max_sparse_blocks * b)``. Returns ``(output [B, L, H, D], None)``.
+    Every query block's keys are three structured parts, each fed to one batched matrix product with no Python loop
+    over blocks: the global columns (one dense product against the first ``g`` blocks), the window band (overlapping
+    *views* of the keys, no copy), and the ``E`` extra blocks chosen by top-k/AST/random scores (gathered with one
+    ``index_select``). Their scores are joined and normalised by one softmax. Global query blocks, which see every
+    block, are computed densely against all keys. Time and memory are ``O(L * (g + 2r + 1 + E) * b)``.
+
+    Returns ``(output [B, L, H, D], None)``.
     """
     layout = attention_mask
     if not isinstance(layout, BlockLayout):
@@ -79,42 +85,76 @@ def sasa_blocks_attention_forward(
             f"got {type(layout).__name__}."
         )
     batch, heads, length, head_dim = query.shape
-    size = layout.block_size
-    num_blocks = length // size
-    num_global = layout.num_global_blocks
+    size, radius, num_global = layout.block_size, layout.window_radius, layout.num_global_blocks
+    num_blocks, num_extra = length // size, layout.num_extra_blocks
+    rows = batch * heads * num_blocks  # one row per (example, head, query block)
     scaling = head_dim**-0.5 if scaling is None else scaling
-    outputs = []
+    # Head-major contiguous copies [B*H, L, D] (the projections arrive as [B, L, H, D] memory), query pre-scaled.
+    q, k, v = (t.reshape(batch * heads, length, head_dim).contiguous() for t in (query * scaling, key, value))
+    token_valid = layout.token_valid
+    real = real_blocks(token_valid, size)
 
+    scores, key_masks = [], []
+    global_width = num_global * size
     if num_global:
-        rows = num_global * size
-        scores = torch.matmul(query[:, :, :rows], key.transpose(-1, -2)) * scaling  # [B, H, g*b, L]
-        probs = masked_softmax(scores, layout.token_mask(slice(0, num_global))[:, None])
-        probs = nn.functional.dropout(probs, p=dropout, training=module.training)
-        outputs.append(torch.matmul(probs, value).transpose(1, 2))  # [B, g*b, H, D]
+        scores.append(torch.bmm(q, k[:, :global_width].transpose(1, 2)).view(rows, size, global_width))
+        key_masks.append(token_valid[:, None, :global_width].expand(-1, num_blocks, -1))
 
-    num_rows = num_blocks - num_global
-    if num_rows:
-        slots = layout.max_sparse_blocks
-        kv_indices = layout.kv_indices[:, num_global:, :slots].long()  # [B, m, K]
-        slot_used = torch.arange(slots, device=query.device) < layout.kv_num_blocks[:, num_global:, None]
-        flat = (kv_indices + torch.arange(batch, device=query.device)[:, None, None] * num_blocks).reshape(-1)
+    window = 2 * radius + 1
+    k_window, v_window = (_window_views(t, radius, size) for t in (k, v))  # [rows, window*b, D]
+    scores.append(torch.bmm(q.view(rows, size, head_dim), k_window.transpose(1, 2)))
+    blocks = torch.arange(num_blocks, device=query.device)
+    offsets = torch.arange(-radius, radius + 1, device=query.device)
+    beyond_global = (blocks[:, None] + offsets[None, :]) >= num_global  # global blocks come from their own part
+    window_valid = F.pad(token_valid, (radius * size, radius * size)).unfold(1, window * size, size)
+    key_masks.append(window_valid & beyond_global.repeat_interleave(size, 1))
 
-        def gather(blocks: torch.Tensor) -> torch.Tensor:  # [B, H, L, D] -> [B, m, K*b, H, D]
-            blocks = blocks.transpose(1, 2).reshape(batch * num_blocks, size, heads, head_dim)
-            return blocks.index_select(0, flat).view(batch, num_rows, slots * size, heads, head_dim)
+    if num_extra:
+        extra, used = layout.extra_blocks()  # [B, n, E]
+        base = torch.arange(batch * heads, device=query.device).view(batch, heads, 1, 1) * num_blocks
+        flat = (extra[:, None] + base).reshape(-1)
+        k_extra, v_extra = (t.view(rows, size, head_dim).index_select(0, flat).view(rows, num_extra * size, head_dim)
+                            for t in (k, v))
+        scores.append(torch.bmm(q.view(rows, size, head_dim), k_extra.transpose(1, 2)))
+        extra_valid = token_valid.view(batch, num_blocks, size).gather(
+            1, extra.reshape(batch, -1, 1).expand(-1, -1, size)).view(batch, num_blocks, num_extra, size)
+        key_masks.append((extra_valid & used[..., None]).view(batch, num_blocks, num_extra * size))
 
-        key_valid = layout.token_valid.reshape(batch * num_blocks, size).index_select(0, flat)
-        key_valid = (key_valid.view(batch, num_rows, slots, size) & slot_used[..., None])
-        key_valid = key_valid.view(batch, num_rows, 1, 1, slots * size)
+    width = sum(piece.shape[-1] for piece in scores)
+    key_mask = torch.cat(key_masks, dim=-1) & real[:, :, None]  # [B, n, width]; padding query blocks see nothing
+    scores = torch.cat(scores, dim=-1).view(batch, heads, num_blocks, size, width)
+    # In place on the fresh concatenation (cat's backward does not read its output): saves a pass over the scores.
+    scores.masked_fill_(~key_mask[:, None, :, None, :], torch.finfo(scores.dtype).min)
+    probs = nn.functional.dropout(torch.softmax(scores, dim=-1), p=dropout, training=module.training)
+    probs = probs.view(rows, size, width)
 
-        query_blocks = query.transpose(1, 2)[:, num_global * size :].reshape(batch, num_rows, size, heads, head_dim)
-        scores = torch.einsum("bmqhd,bmkhd->bmhqk", query_blocks, gather(key)) * scaling  # [B, m, H, b, K*b]
-        probs = masked_softmax(scores, key_valid)
-        probs = nn.functional.dropout(probs, p=dropout, training=module.training)
-        out = torch.einsum("bmhqk,bmkhd->bmqhd", probs, gather(value))
-        outputs.append(out.reshape(batch, num_rows * size, heads, head_dim))
+    out = torch.zeros(rows, size, head_dim, dtype=query.dtype, device=query.device)
+    start = 0
+    if num_global:
+        global_probs = probs[:, :, :global_width].reshape(batch * heads, length, global_width)
+        out = torch.bmm(global_probs, v[:, :global_width]).view(rows, size, head_dim)
+        start = global_width
+    out = torch.baddbmm(out, probs[:, :, start : start + window * size], v_window)
+    if num_extra:
+        out = torch.baddbmm(out, probs[:, :, start + window * size :], v_extra)
+    out = out.view(batch, heads, num_blocks, size, head_dim)
 
-    return torch.cat(outputs, dim=1).contiguous(), None
+    if num_global:  # global query blocks see every block: dense rows, O(g * b * L)
+        dense = torch.bmm(q[:, :global_width], k.transpose(1, 2)).view(batch, heads, global_width, length)
+        dense = masked_softmax(dense, layout.token_mask(slice(0, num_global))[:, None])
+        dense = nn.functional.dropout(dense, p=dropout, training=module.training)
+        dense = torch.matmul(dense, v.view(batch, heads, length, head_dim))
+        out = torch.cat([dense.view(batch, heads, num_global, size, head_dim), out[:, :, num_global:]], dim=2)
+
+    out = out * real[:, None, :, None, None]  # padding query blocks: zeros (their rows had no key)
+    return out.view(batch, heads, length, head_dim).transpose(1, 2).contiguous(), None
+
+
+def _window_views(tensor: torch.Tensor, radius: int, size: int) -> torch.Tensor:
+    """``[BH, L, D]`` → ``[BH * n, (2r+1) * b, D]``: for each block, the keys of blocks ``i-r .. i+r`` as overlapping
+    views of one padded copy (out-of-range rows read padding or a neighbouring head; the caller masks them)."""
+    flat = F.pad(tensor.reshape(-1, tensor.shape[-1]), (0, 0, radius * size, radius * size))
+    return flat.unfold(0, (2 * radius + 1) * size, size).transpose(1, 2)
 
 
 def prepare_attention_mask(layout: BlockLayout, backend: str, needs_grad: bool = False):
