@@ -4,7 +4,7 @@ PIP := $(PYTHON) -m pip
 # The CPU wheel of torch must come first: a bare `torch` requirement on a machine without torch pulls a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test lint bench-memory
+.PHONY: install demo test lint bench
 
 install:
 	$(PIP) install -q "$(TORCH_SPEC)"
@@ -19,5 +19,5 @@ test: install
 lint: install
 	$(PYTHON) -m ruff check src tests benchmarks
 
-bench-memory: install
-	HF_HUB_OFFLINE=1 $(PYTHON) benchmarks/memory.py
+bench: install
+	HF_HUB_OFFLINE=1 $(PYTHON) benchmarks/run.py --quick --json benchmarks/results/quick.json --png benchmarks/results/quick

@@ -157,7 +157,13 @@ class BlockLayout:
     window_radius: int
     num_global_blocks: int
     num_extra_blocks: int
-    _kv: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+    _memo: dict = field(default_factory=dict, repr=False)
+
+    def memo(self, name: str, compute):
+        """``compute()``, computed once per layout: derived tensors are built once per forward, not once per layer."""
+        if name not in self._memo:
+            self._memo[name] = compute()
+        return self._memo[name]
 
     @property
     def num_blocks(self) -> int:
@@ -168,12 +174,18 @@ class BlockLayout:
         return self.token_valid.shape[-1]
 
     def _kv_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._kv is None:
+        def compute():
             kv_num_blocks = self.block_mask.sum(-1, dtype=torch.int32)
             # Stable descending sort of the bool row: chosen blocks first, in ascending block order.
             kv_indices = torch.argsort(self.block_mask.to(torch.int8), dim=-1, descending=True, stable=True)
-            self._kv = (kv_num_blocks, kv_indices.to(torch.int32))
-        return self._kv
+            return kv_num_blocks, kv_indices.to(torch.int32)
+
+        return self.memo("kv", compute)
+
+    @property
+    def real_blocks(self) -> torch.Tensor:
+        """``[B, n]`` bool: blocks holding at least one real token."""
+        return self.memo("real_blocks", lambda: real_blocks(self.token_valid, self.block_size))
 
     @property
     def max_sparse_blocks(self) -> int:
@@ -187,11 +199,15 @@ class BlockLayout:
         Returns:
             ``(indices [B, n, E] long, used [B, n, E] bool)`` with ``E = num_extra_blocks``; unused slots hold 0.
         """
-        extra = self.sources >= PATTERN_CODES["top-k"]
-        count = self.num_extra_blocks
-        order = torch.argsort(extra.to(torch.int8), dim=-1, descending=True, stable=True)[..., :count]
-        used = torch.arange(count, device=extra.device) < extra.sum(-1, keepdim=True)
-        return order.masked_fill(~used, 0), used
+
+        def compute():
+            extra = self.sources >= PATTERN_CODES["top-k"]
+            count = self.num_extra_blocks
+            order = torch.argsort(extra.to(torch.int8), dim=-1, descending=True, stable=True)[..., :count]
+            used = torch.arange(count, device=extra.device) < extra.sum(-1, keepdim=True)
+            return order.masked_fill(~used, 0), used
+
+        return self.memo("extra_blocks", compute)
 
     @property
     def kv_num_blocks(self) -> torch.Tensor:
@@ -205,7 +221,7 @@ class BlockLayout:
 
     def density(self) -> float:
         """Fraction of (real query block, real key block) pairs that are computed."""
-        real = real_blocks(self.token_valid, self.block_size)
+        real = self.real_blocks
         pairs = (real[:, :, None] & real[:, None, :]).sum()
         return float(self.block_mask.sum() / pairs.clamp(min=1))
 

@@ -4,10 +4,12 @@ Used by ``sasa demo`` and ``benchmarks/``. CPU memory is the process's peak resi
 resident set just before the measured run, so allocator state from other runs never leaks into a number; on CUDA it
 is ``torch.cuda.max_memory_allocated`` above the memory held before the run.
 
-Run as ``python -m sasa.profiling '<json spec>'``; prints one JSON line. Spec fields: ``model`` (``"sasa"`` or
-``"roberta"``), ``backend`` (attention implementation), ``length``, ``mode`` (``"infer"`` or ``"train"``),
-``repeats``, ``size`` (config fields), ``layout`` (SASA sparse fields), ``device``, ``ast_links_per_token`` (random
-AST links per token, so the AST blocks are spent as on real code; SASA only).
+Run as ``python -m sasa.profiling '<json spec>'``; prints one JSON line. Spec fields: ``model`` (``"sasa"``,
+``"roberta"``, ``"bigbird"``, ``"longformer"``, or ``"attention"`` for the attention function alone), ``backend``
+(attention implementation; ``"dense_sdpa"`` for full attention in the attention-only case), ``length``, ``mode``
+(``"infer"`` or ``"train"``), ``repeats``, ``size`` (``"small"`` or ``"base"``), ``layout`` (SASA sparse fields over
+:data:`DEFAULT_LAYOUT`), ``frequency_partners`` and ``ast_links_per_token`` (a random frequency table and random AST
+links, so the top-k and AST budgets are spent as on real code), ``device``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ import sys
 import time
 
 SMALL = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024)
+BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+SIZES = {"small": SMALL, "base": BASE}
+#: The SASA layout the benchmarks measure: the paper's default (block 32, window radius 1, 1 global block) with
+#: 3 top-k and 3 AST blocks, fed by a random frequency table and random AST links so every budget is spent.
+DEFAULT_LAYOUT = dict(block_size=32, window_radius=1, num_global_blocks=1, num_topk_blocks=3, num_ast_blocks=3)
 
 
 def _rss_field(name: str) -> int:
@@ -36,47 +43,136 @@ def _reset_peak_rss() -> None:
 
 
 def build_model(spec: dict):
-    """The model a spec names, randomly initialised from a fixed seed, dropout off."""
+    """The model a spec names (``sasa``, ``roberta``, ``bigbird``, ``longformer``), random weights from a fixed
+    seed, dropout off."""
     import torch
-    from transformers import RobertaConfig, RobertaModel
+    from transformers import BigBirdConfig, BigBirdModel, LongformerConfig, LongformerModel, RobertaConfig, RobertaModel
 
     from .configuration_sasa import SasaConfig
     from .modeling_sasa import SasaModel
 
     torch.manual_seed(0)
-    size = dict(SMALL, **spec.get("size", {}))
-    common = dict(vocab_size=spec.get("vocab_size", 50265), max_position_embeddings=spec["length"] + 2,
-                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **size)
-    if spec["model"] == "roberta":
-        return RobertaModel._from_config(RobertaConfig(**common), attn_implementation=spec.get("backend", "sdpa"))
-    config = SasaConfig(**common, **spec.get("layout", {}))
-    return SasaModel._from_config(config, attn_implementation=spec.get("backend", "sasa_blocks"))
+    size = dict(SIZES[spec.get("size", "small")], **spec.get("size_fields", {}))
+    length = spec["length"]
+    common = dict(vocab_size=spec.get("vocab_size", 50265), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                  **size)
+    kind = spec["model"]
+    if kind == "roberta":
+        return RobertaModel._from_config(RobertaConfig(max_position_embeddings=length + 2, **common),
+                                         attn_implementation=spec.get("backend", "sdpa"))
+    if kind == "bigbird":
+        config = BigBirdConfig(max_position_embeddings=length, attention_type="block_sparse", block_size=64,
+                               num_random_blocks=3, **common)
+        return BigBirdModel(config)
+    if kind == "longformer":
+        config = LongformerConfig(max_position_embeddings=length + 2, attention_window=spec.get("window", 512),
+                                  **common)
+        return LongformerModel(config)
+    config = SasaConfig(max_position_embeddings=length + 2, **dict(DEFAULT_LAYOUT, **spec.get("layout", {})),
+                        **common)
+    model = SasaModel._from_config(config, attn_implementation=spec.get("backend", "sasa_blocks"))
+    partners = spec.get("frequency_partners", 0)
+    if partners:
+        generator = torch.Generator().manual_seed(2)
+        vocab = config.vocab_size
+        model.set_frequency_table(torch.randint(3, vocab, (vocab, partners), generator=generator),
+                                  torch.rand(vocab, partners, generator=generator))
+    return model
+
+
+def _model_inputs(spec: dict, model, device) -> dict:
+    import torch
+
+    generator = torch.Generator().manual_seed(1)
+    shape = (spec.get("batch", 1), spec["length"])
+    input_ids = torch.randint(3, model.config.vocab_size, shape, generator=generator)
+    input_ids[:, 0] = 0
+    inputs = dict(input_ids=input_ids)
+    if spec.get("ast_links_per_token") and spec["model"] == "sasa":
+        inputs["ast_links"] = torch.randint(-1, spec["length"], (*shape, spec["ast_links_per_token"]),
+                                            generator=generator)
+    if spec["model"] == "longformer":
+        inputs["global_attention_mask"] = torch.zeros(shape, dtype=torch.long)
+        inputs["global_attention_mask"][:, 0] = 1  # <s> global, as SASA's first block
+    return {name: tensor.to(device) for name, tensor in inputs.items()}
+
+
+def _attention_case(spec: dict, device):
+    """Attention alone: ``(step(train), flops)`` for one backend on random q/k/v ``[1, H, L, D]``."""
+    import torch
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    from .block_layout import build_layout
+    from .sparse_attention import eager_attention_forward, prepare_attention_mask
+
+    heads, head_dim, length = spec.get("heads", 12), spec.get("head_dim", 64), spec["length"]
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, length, heads, head_dim, generator=generator).transpose(1, 2).to(device)
+               for _ in range(3))
+    layout_fields = dict(DEFAULT_LAYOUT, **spec.get("layout", {}))
+    size = layout_fields["block_size"]
+    n = length // size
+    layout = build_layout(torch.ones(1, length, dtype=torch.bool, device=device), size,
+                          layout_fields["window_radius"], layout_fields["num_global_blocks"],
+                          layout_fields["num_topk_blocks"], layout_fields["num_ast_blocks"], 0,
+                          torch.rand(1, n, n, generator=generator).to(device),
+                          torch.rand(1, n, n, generator=generator).to(device))
+    backend = spec.get("backend", "sasa_blocks")
+    computed = layout.block_mask.sum().item() * size * size if backend != "dense_sdpa" else length * length
+    flops = 4 * computed * heads * head_dim  # QK^T and PV, 2 flops per multiply-add
+
+    class Caller(torch.nn.Module):
+        is_causal = False
+
+    caller = Caller()
+    if backend == "dense_sdpa":
+        def attend(q, k, v):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    else:
+        function = eager_attention_forward if backend == "eager" else ALL_ATTENTION_FUNCTIONS[backend]
+        mask = prepare_attention_mask(layout, backend)
+
+        def attend(q, k, v):
+            return function(caller, q, k, v, mask, scaling=head_dim**-0.5)[0]
+
+    def step(train: bool) -> None:
+        if train:
+            leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+            attend(*leaves).sum().backward()
+        else:
+            with torch.inference_mode():
+                attend(q, k, v)
+
+    return step, flops * (3 if spec.get("mode") == "train" else 1)
 
 
 def measure(spec: dict) -> dict:
-    """Build the model, run it ``repeats + 1`` times (first run: memory; the rest: median time)."""
+    """Build the case, run it ``repeats + 1`` times (first run: memory and warm-up/compile; the rest: median time)."""
     import torch
 
     device = torch.device(spec.get("device", "cpu"))
-    model = build_model(spec).to(device)
     train = spec.get("mode", "infer") == "train"
-    model.train(train)
-    generator = torch.Generator().manual_seed(1)
-    input_ids = torch.randint(3, model.config.vocab_size, (spec.get("batch", 1), spec["length"]), generator=generator)
-    input_ids[:, 0] = 0
-    input_ids = input_ids.to(device)
-    inputs = dict(input_ids=input_ids)
-    if spec.get("ast_links_per_token") and spec["model"] == "sasa":
-        shape = (*input_ids.shape, spec["ast_links_per_token"])
-        inputs["ast_links"] = torch.randint(-1, spec["length"], shape, generator=generator).to(device)
+    if spec["model"] == "attention":
+        attention_step, flops = _attention_case(spec, device)
+
+        def run() -> None:
+            attention_step(train)
+    else:
+        flops = None
+        model = build_model(spec).to(device)
+        model.train(train)
+        inputs = _model_inputs(spec, model, device)
+
+        def run() -> None:
+            if train:
+                model(**inputs).last_hidden_state.float().pow(2).mean().backward()
+                model.zero_grad(set_to_none=True)
+            else:
+                with torch.inference_mode():
+                    model(**inputs)
 
     def step() -> None:
-        if train:
-            model(**inputs).last_hidden_state.float().pow(2).mean().backward()
-            model.zero_grad(set_to_none=True)
-        else:
-            with torch.inference_mode():
-                model(**inputs)
+        run()
         if device.type == "cuda":
             torch.cuda.synchronize()
 
@@ -95,8 +191,26 @@ def measure(spec: dict) -> dict:
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    return dict(spec, median_ms=1000 * statistics.median(times), first_ms=1000 * first_seconds,
-                peak_increment_mb=(peak - resting) / 2**20, resting_mb=resting / 2**20)
+    median = statistics.median(times)
+    result = dict(spec, median_ms=1000 * median, first_ms=1000 * first_seconds,
+                  peak_increment_mb=(peak - resting) / 2**20, resting_mb=resting / 2**20)
+    if flops is not None:
+        result["gflops"] = flops / median / 1e9
+    return result
+
+
+def matmul_gflops(size: int = 4096, repeats: int = 3) -> float:
+    """This machine's dense fp32 matmul rate (GFLOP/s), the yardstick for the sparse kernels."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times) / 1e9
 
 
 def measure_in_subprocess(spec: dict, timeout: float = 1800) -> dict:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .block_layout import BlockLayout, real_blocks
+from .block_layout import BlockLayout
 
 #: The attention implementations a SASA model accepts, fastest-first per use (see the README).
 SUPPORTED_BACKENDS = ("sasa_blocks", "flex_attention", "sdpa", "eager")
@@ -91,63 +91,72 @@ def sasa_blocks_attention_forward(
     scaling = head_dim**-0.5 if scaling is None else scaling
     # Head-major contiguous copies [B*H, L, D] (the projections arrive as [B, L, H, D] memory), query pre-scaled.
     q, k, v = (t.reshape(batch * heads, length, head_dim).contiguous() for t in (query * scaling, key, value))
-    token_valid = layout.token_valid
-    real = real_blocks(token_valid, size)
-
-    scores, key_masks = [], []
+    scores = []
     global_width = num_global * size
     if num_global:
         scores.append(torch.bmm(q, k[:, :global_width].transpose(1, 2)).view(rows, size, global_width))
-        key_masks.append(token_valid[:, None, :global_width].expand(-1, num_blocks, -1))
-
     window = 2 * radius + 1
     k_window, v_window = (_window_views(t, radius, size) for t in (k, v))  # [rows, window*b, D]
     scores.append(torch.bmm(q.view(rows, size, head_dim), k_window.transpose(1, 2)))
-    blocks = torch.arange(num_blocks, device=query.device)
-    offsets = torch.arange(-radius, radius + 1, device=query.device)
-    beyond_global = (blocks[:, None] + offsets[None, :]) >= num_global  # global blocks come from their own part
-    window_valid = F.pad(token_valid, (radius * size, radius * size)).unfold(1, window * size, size)
-    key_masks.append(window_valid & beyond_global.repeat_interleave(size, 1))
-
     if num_extra:
-        extra, used = layout.extra_blocks()  # [B, n, E]
+        extra, _ = layout.extra_blocks()  # [B, n, E]
         base = torch.arange(batch * heads, device=query.device).view(batch, heads, 1, 1) * num_blocks
         flat = (extra[:, None] + base).reshape(-1)
-        k_extra, v_extra = (t.view(rows, size, head_dim).index_select(0, flat).view(rows, num_extra * size, head_dim)
+        # An embedding lookup is the fastest row gather on CPU (8x index_select on small inputs, equal on large).
+        k_extra, v_extra = (F.embedding(flat, t.view(rows, size * head_dim)).view(rows, num_extra * size, head_dim)
                             for t in (k, v))
         scores.append(torch.bmm(q.view(rows, size, head_dim), k_extra.transpose(1, 2)))
-        extra_valid = token_valid.view(batch, num_blocks, size).gather(
-            1, extra.reshape(batch, -1, 1).expand(-1, -1, size)).view(batch, num_blocks, num_extra, size)
-        key_masks.append((extra_valid & used[..., None]).view(batch, num_blocks, num_extra * size))
 
     width = sum(piece.shape[-1] for piece in scores)
-    key_mask = torch.cat(key_masks, dim=-1) & real[:, :, None]  # [B, n, width]; padding query blocks see nothing
+    key_mask = layout.memo("sparse_key_mask", lambda: _sparse_key_mask(layout))  # [B, n, width]
     scores = torch.cat(scores, dim=-1).view(batch, heads, num_blocks, size, width)
     # In place on the fresh concatenation (cat's backward does not read its output): saves a pass over the scores.
     scores.masked_fill_(~key_mask[:, None, :, None, :], torch.finfo(scores.dtype).min)
     probs = nn.functional.dropout(torch.softmax(scores, dim=-1), p=dropout, training=module.training)
     probs = probs.view(rows, size, width)
 
-    out = torch.zeros(rows, size, head_dim, dtype=query.dtype, device=query.device)
-    start = 0
     if num_global:
         global_probs = probs[:, :, :global_width].reshape(batch * heads, length, global_width)
         out = torch.bmm(global_probs, v[:, :global_width]).view(rows, size, head_dim)
-        start = global_width
-    out = torch.baddbmm(out, probs[:, :, start : start + window * size], v_window)
+    else:
+        out = torch.zeros(rows, size, head_dim, dtype=query.dtype, device=query.device)
+    out = torch.baddbmm(out, probs[:, :, global_width : global_width + window * size], v_window)
     if num_extra:
-        out = torch.baddbmm(out, probs[:, :, start + window * size :], v_extra)
+        out = torch.baddbmm(out, probs[:, :, global_width + window * size :], v_extra)
     out = out.view(batch, heads, num_blocks, size, head_dim)
 
     if num_global:  # global query blocks see every block: dense rows, O(g * b * L)
         dense = torch.bmm(q[:, :global_width], k.transpose(1, 2)).view(batch, heads, global_width, length)
-        dense = masked_softmax(dense, layout.token_mask(slice(0, num_global))[:, None])
+        global_rows_mask = layout.memo("global_rows_mask", lambda: layout.token_mask(slice(0, num_global))[:, None])
+        dense = masked_softmax(dense, global_rows_mask)
         dense = nn.functional.dropout(dense, p=dropout, training=module.training)
         dense = torch.matmul(dense, v.view(batch, heads, length, head_dim))
         out = torch.cat([dense.view(batch, heads, num_global, size, head_dim), out[:, :, num_global:]], dim=2)
 
-    out = out * real[:, None, :, None, None]  # padding query blocks: zeros (their rows had no key)
+    if not layout.memo("all_blocks_real", lambda: bool(layout.real_blocks.all())):
+        out = out * layout.real_blocks[:, None, :, None, None]  # padding query blocks: zeros (their rows had no key)
     return out.view(batch, heads, length, head_dim).transpose(1, 2).contiguous(), None
+
+
+def _sparse_key_mask(layout: BlockLayout) -> torch.Tensor:
+    """``[B, n, width]`` bool: which key tokens each query block's joined scores (global columns | window band |
+    extra blocks) may use. Padding query blocks use none."""
+    token_valid, size, radius = layout.token_valid, layout.block_size, layout.window_radius
+    batch, num_blocks, num_global = token_valid.shape[0], layout.num_blocks, layout.num_global_blocks
+    parts = []
+    if num_global:
+        parts.append(token_valid[:, None, : num_global * size].expand(-1, num_blocks, -1))
+    blocks = torch.arange(num_blocks, device=token_valid.device)
+    offsets = torch.arange(-radius, radius + 1, device=token_valid.device)
+    beyond_global = (blocks[:, None] + offsets[None, :]) >= num_global  # global blocks come from their own part
+    window_valid = F.pad(token_valid, (radius * size, radius * size)).unfold(1, (2 * radius + 1) * size, size)
+    parts.append(window_valid & beyond_global.repeat_interleave(size, 1))
+    if layout.num_extra_blocks:
+        extra, used = layout.extra_blocks()
+        extra_valid = token_valid.view(batch, num_blocks, size).gather(
+            1, extra.reshape(batch, -1, 1).expand(-1, -1, size)).view(batch, num_blocks, -1, size)
+        parts.append((extra_valid & used[..., None]).view(batch, num_blocks, -1))
+    return torch.cat(parts, dim=-1) & layout.real_blocks[:, :, None]
 
 
 def _window_views(tensor: torch.Tensor, radius: int, size: int) -> torch.Tensor:
