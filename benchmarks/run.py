@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass
 
@@ -217,9 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     for check in checks:
         print(f"  {'met   ' if check['met'] else 'MISSED'} {check['target']}: {check['value']} (limit {check['limit']})")
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as handle:
             json.dump(dict(matmul_gflops=matmul, rows=rows, targets=checks), handle, indent=2)
     if args.png:
+        os.makedirs(os.path.dirname(os.path.abspath(args.png)), exist_ok=True)
         plot(rows, args.png)
     return 0
 

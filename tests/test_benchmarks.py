@@ -1,0 +1,61 @@
+"""The benchmark suite's planning and target arithmetic (the timings themselves are never asserted)."""
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from sasa.profiling import measure
+
+spec = importlib.util.spec_from_file_location("benchmark_run", Path(__file__).parents[1] / "benchmarks" / "run.py")
+run = importlib.util.module_from_spec(spec)
+sys.modules["benchmark_run"] = run  # dataclasses look their module up while the class is built
+spec.loader.exec_module(run)
+
+
+def plan(**overrides):
+    fields = dict(quick=False, sizes=None, lengths=None, models=None, modes=None)
+    fields.update(overrides)
+    return run.plan_from(argparse.Namespace(**fields))
+
+
+def test_full_plan_skips_quadratic_references_and_cpu_flex_training():
+    specs = list(run.specs(plan(), repeats=1))
+    assert not [s for s in specs if s["name"] in ("roberta_eager", "sasa_sdpa_dense_mask") and s["length"] > 4096]
+    assert not [s for s in specs if "flex" in s["name"] and s["mode"] == "train"]
+    assert not [s for s in specs if s["size"] == "base" and s["length"] > 4096]
+    assert {s["name"] for s in specs if s["size"] == "small"} == set(run.MODELS)
+    assert all(s["frequency_partners"] and s["ast_links_per_token"] for s in specs if s.get("model") == "sasa")
+
+
+def test_quick_plan_decides_every_target():
+    specs = list(run.specs(plan(quick=True), repeats=1))
+    rows = [dict(s, median_ms=100.0, first_ms=100.0, peak_increment_mb=float(s["length"]), gflops=50.0) for s in specs]
+    checks = run.targets(rows, matmul=200.0)
+    assert len(checks) == 12
+    memory = next(c for c in checks if c["target"].startswith("train memory"))
+    assert memory["value"] == 4.0 and memory["met"]
+    throughput = next(c for c in checks if "GFLOP" in c["target"])
+    assert throughput["value"] == 0.25 and not throughput["met"]
+
+
+def test_targets_compare_the_right_rows():
+    base = dict(size="small", length=4096)
+    rows = [dict(base, name="sasa_blocks", mode="infer", median_ms=40.0),
+            dict(base, name="roberta_sdpa", mode="infer", median_ms=100.0),
+            dict(base, name="bigbird", mode="infer", median_ms=80.0),
+            dict(base, name="longformer", mode="infer", error="timeout")]
+    checks = {c["target"]: c for c in run.targets(rows, matmul=100.0)}
+    assert checks["small model 4096 infer: / RoBERTa sdpa"]["value"] == pytest.approx(0.4)
+    assert checks["small model 4096 infer: / RoBERTa sdpa"]["met"]
+    assert not checks["small model 4096 infer: / bigbird"]["met"]  # 0.5 > 0.4
+    assert "small model 4096 infer: / longformer" not in checks  # a failed peer decides nothing
+
+
+@pytest.mark.parametrize("mode", ["infer", "train"])
+def test_measure_reports_time_memory_and_throughput(mode):
+    row = measure(dict(model="attention", backend="sasa_blocks", length=256, heads=2, head_dim=16, mode=mode,
+                       repeats=1, layout=dict(block_size=16)))
+    assert row["median_ms"] > 0 and row["first_ms"] > 0 and row["peak_increment_mb"] >= 0 and row["gflops"] > 0
