@@ -7,8 +7,8 @@ import copy
 
 import pytest
 import torch
-from conftest import padded_batch, tiny_config
 
+from conftest import padded_batch, tiny_config
 from sasa import SasaModel
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
