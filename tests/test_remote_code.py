@@ -13,7 +13,8 @@ import torch
 from conftest import padded_batch, read_snippet, tiny_config
 from sasa import SasaForMaskedLM, SasaForSequenceClassification, SasaModel, SasaTokenizer
 
-SHIPPED_FILES = {"configuration_sasa.py", "modeling_sasa.py", "block_layout.py", "sparse_attention.py"}
+SHIPPED_FILES = {"configuration_sasa.py", "modeling_sasa.py", "block_layout.py", "sparse_attention.py",
+                 "fused_block_attention.py"}
 
 FRESH_PROCESS = textwrap.dedent(
     """

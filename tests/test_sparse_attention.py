@@ -5,6 +5,7 @@ import torch
 from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from sasa import fused_block_attention, sparse_attention
 from sasa.block_layout import build_layout
 from sasa.sparse_attention import eager_attention_forward, prepare_attention_mask, sasa_blocks_attention_forward
 
@@ -40,6 +41,17 @@ def run(backend, layout, query, key, value):
     return out
 
 
+@pytest.fixture(params=["fused", "composite"])
+def sasa_path(request, monkeypatch):
+    """Run the sasa_blocks backend through its fused CPU kernel, or force its composite PyTorch path."""
+    if request.param == "fused":
+        if not fused_block_attention.available():
+            pytest.skip("the fused kernel cannot be compiled here")
+    else:
+        monkeypatch.setattr(sparse_attention, "fused_kernel_usable", lambda *args: False)
+    return request.param
+
+
 CASES = [
     # (lengths, width, num_global_blocks, window_radius)
     ([96, 61], 96, 1, 1),
@@ -52,7 +64,9 @@ CASES = [
 
 @pytest.mark.parametrize("backend", ["sasa_blocks", "sdpa"])
 @pytest.mark.parametrize(("lengths", "width", "num_global", "radius"), CASES)
-def test_backend_equals_dense_reference_outputs_and_gradients(backend, lengths, width, num_global, radius):
+def test_backend_equals_dense_reference_outputs_and_gradients(backend, lengths, width, num_global, radius, sasa_path):
+    if backend == "sdpa" and sasa_path == "fused":
+        pytest.skip("one run of sdpa is enough")
     layout = random_layout(lengths, width, seed=width, num_global_blocks=num_global, window_radius=radius)
     reference_inputs = qkv(len(lengths), width)
     inputs = [t.detach().clone().requires_grad_() for t in reference_inputs]
@@ -66,7 +80,16 @@ def test_backend_equals_dense_reference_outputs_and_gradients(backend, lengths, 
         assert (got.grad - want.grad).abs().max() <= 1e-5
 
 
-def test_fully_padded_query_blocks_give_zeros_not_nan():
+def test_fused_kernel_is_the_default_cpu_path():
+    if not fused_block_attention.available():
+        pytest.skip("the fused kernel cannot be compiled here")
+    query = torch.randn(1, 2, 64, 16)
+    assert fused_block_attention.fused_kernel_usable(query, dropout=0.0, training=True)
+    assert not fused_block_attention.fused_kernel_usable(query, dropout=0.1, training=True)  # dropout: composite
+    assert not fused_block_attention.fused_kernel_usable(query.double(), dropout=0.0, training=False)
+
+
+def test_fully_padded_query_blocks_give_zeros_not_nan(sasa_path):
     layout = random_layout([9, 40], 40, seed=3)
     for backend in ("eager", "sdpa", "sasa_blocks"):
         out = run(backend, layout, *qkv(2, 40))

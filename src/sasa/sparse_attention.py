@@ -22,6 +22,7 @@ from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .block_layout import BlockLayout
+from .fused_block_attention import fused_block_attention, fused_kernel_usable
 
 #: The attention implementations a SASA model accepts, fastest-first per use (see the README).
 SUPPORTED_BACKENDS = ("sasa_blocks", "flex_attention", "sdpa", "eager")
@@ -70,7 +71,9 @@ def sasa_blocks_attention_forward(
 ) -> tuple[torch.Tensor, None]:
     """Block-sparse attention over a :class:`BlockLayout`. ``query/key/value [B, H, L, D]``.
 
-    Every query block's keys are three structured parts, each fed to one batched matrix product with no Python loop
+    On the CPU in fp32 without attention dropout this runs the fused kernel of :mod:`fused_block_attention`. Otherwise
+    (GPU, bf16, dropout, or no compiler) it runs the composite path below, the same function from PyTorch operations:
+    every query block's keys are three structured parts, each fed to one batched matrix product with no Python loop
     over blocks: the global columns (one dense product against the first ``g`` blocks), the window band (overlapping
     *views* of the keys, no copy), and the ``E`` extra blocks chosen by top-k/AST/random scores (gathered with one
     ``index_select``). Their scores are joined and normalised by one softmax. Global query blocks, which see every
@@ -84,11 +87,13 @@ def sasa_blocks_attention_forward(
             "attn_implementation='sasa_blocks' needs the BlockLayout the SASA model builds as attention_mask, "
             f"got {type(layout).__name__}."
         )
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    if fused_kernel_usable(query, dropout, module.training):  # CPU fp32: one fused kernel, forward and backward
+        return fused_block_attention(query, key, value, layout, scaling), None
     batch, heads, length, head_dim = query.shape
     size, radius, num_global = layout.block_size, layout.window_radius, layout.num_global_blocks
     num_blocks, num_extra = length // size, layout.num_extra_blocks
     rows = batch * heads * num_blocks  # one row per (example, head, query block)
-    scaling = head_dim**-0.5 if scaling is None else scaling
     # Head-major contiguous copies [B*H, L, D] (the projections arrive as [B, L, H, D] memory), query pre-scaled.
     q, k, v = (t.reshape(batch * heads, length, head_dim).contiguous() for t in (query * scaling, key, value))
     scores = []

@@ -1,0 +1,233 @@
+"""A fused block-sparse attention kernel for the CPU (fp32): the fast path of ``"sasa_blocks"``.
+
+For each (example, head, query block) the kernel multiplies the query block with its key blocks straight out of the
+key tensor (runs of consecutive blocks, e.g. the window, in one BLAS call, no copies), applies the mask and a softmax
+while the ``[block, keys]`` scores are still in cache, and multiplies with the value blocks. Nothing of size
+``[L, heads, keys]`` ever goes through memory, which is what bounds the composite PyTorch path on a CPU. The backward
+pass recomputes the probabilities from the saved log-sum-exp (flash-attention style) and runs one thread per
+(example, head), so key/value gradients need no atomics.
+
+The C++ source below is compiled on first use with ``torch.utils.cpp_extension.load_inline`` (needs a C++ compiler
+and ninja; about 40 s, cached in ``TORCH_EXTENSIONS_DIR`` afterwards) and calls the BLAS ``sgemm`` that libtorch
+carries. Where compilation is impossible, or ``SASA_FUSED_KERNEL=0`` is set, :func:`available` is False and the
+composite path runs instead; a failure is reported once as a warning. Inputs with attention dropout in training, other
+dtypes than fp32, or other devices than the CPU also take the composite path.
+
+This file is shipped inside checkpoints (it imports only torch).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+_SOURCE = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+extern "C" void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
+                       const int*, const float*, const int*, const float*, float*, const int*);
+
+// Row-major C[M, N] = op(A) @ op(B) + beta * C. A is stored [M, K] (or [K, M] when ta), B [K, N] (or [N, K] when tb).
+static void gemm(bool ta, bool tb, int M, int N, int K, const float* A, int lda, const float* B, int ldb,
+                 float* C, int ldc, float beta) {
+  const char a = tb ? 'T' : 'N', b = ta ? 'T' : 'N';
+  const float one = 1.f;
+  sgemm_(&a, &b, &N, &M, &K, &one, B, &ldb, A, &lda, &beta, C, &ldc);
+}
+
+// The key blocks of one query block as runs (first block, count) of consecutive blocks, plus their total width.
+static int runs_of(const int* idx, int num, int bs, std::vector<std::pair<int, int>>& runs) {
+  runs.clear();
+  for (int t = 0; t < num;) {
+    int c = 1;
+    while (t + c < num && idx[t + c] == idx[t] + c) ++c;
+    runs.emplace_back(idx[t], c);
+    t += c;
+  }
+  return num * bs;
+}
+
+// scores[r, :] = softmax(scale * scores[r, :] + bias); writes the log-sum-exp of each row.
+static void softmax_rows(float* s, const float* bias, int rows, int W, float scale, float* lse) {
+  for (int r = 0; r < rows; ++r) {
+    float* __restrict sr = s + (size_t)r * W;
+    float m = -1e30f;
+    for (int c = 0; c < W; ++c) { sr[c] = sr[c] * scale + bias[c]; m = sr[c] > m ? sr[c] : m; }
+    float sum = 0.f;
+    for (int c = 0; c < W; ++c) { sr[c] = expf(sr[c] - m); sum += sr[c]; }
+    const float inv = 1.f / sum;
+    for (int c = 0; c < W; ++c) sr[c] *= inv;
+    lse[r] = m + logf(sum);
+  }
+}
+
+static void key_bias(const bool* valid, const std::vector<std::pair<int, int>>& runs, int bs, std::vector<float>& bias) {
+  int off = 0;
+  for (const auto& run : runs)
+    for (int x = 0; x < run.second * bs; ++x) bias[off++] = valid[(int64_t)run.first * bs + x] ? 0.f : -1e30f;
+}
+
+std::vector<torch::Tensor> forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor kv_num,
+                                   torch::Tensor kv_idx, torch::Tensor valid, int64_t heads, int64_t bs, double scale) {
+  const int64_t BH = q.size(0), L = q.size(1), D = q.size(2), n = L / bs;
+  auto out = torch::zeros_like(q);
+  auto lse = torch::zeros({BH, L}, q.options());
+  const float *Q = q.data_ptr<float>(), *K = k.data_ptr<float>(), *V = v.data_ptr<float>();
+  const int *NUM = kv_num.data_ptr<int>(), *IDX = kv_idx.data_ptr<int>();
+  const bool* VALID = valid.data_ptr<bool>();
+  float *O = out.data_ptr<float>(), *LSE = lse.data_ptr<float>();
+  at::parallel_for(0, BH * n, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> s, bias;
+    std::vector<std::pair<int, int>> runs;
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t bh = row / n, i = row % n, b = bh / heads;
+      const int num = NUM[b * n + i];
+      if (num == 0) continue;  // a padding query block: no keys, zero output
+      const int W = runs_of(IDX + (b * n + i) * n, num, bs, runs);
+      s.resize((size_t)bs * W); bias.resize(W);
+      key_bias(VALID + b * L, runs, bs, bias);
+      const float* q_row = Q + (bh * L + i * bs) * D;
+      int off = 0;
+      for (const auto& run : runs) {
+        gemm(false, true, bs, run.second * bs, D, q_row, D, K + (bh * L + (int64_t)run.first * bs) * D, D,
+             s.data() + off, W, 0.f);
+        off += run.second * bs;
+      }
+      softmax_rows(s.data(), bias.data(), bs, W, (float)scale, LSE + bh * L + i * bs);
+      off = 0;
+      for (const auto& run : runs) {
+        gemm(false, false, bs, D, run.second * bs, s.data() + off, W, V + (bh * L + (int64_t)run.first * bs) * D,
+             D, O + (bh * L + i * bs) * D, D, off == 0 ? 0.f : 1.f);
+        off += run.second * bs;
+      }
+    }
+  });
+  return {out, lse};
+}
+
+std::vector<torch::Tensor> backward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor out,
+                                    torch::Tensor lse, torch::Tensor grad, torch::Tensor kv_num, torch::Tensor kv_idx,
+                                    torch::Tensor valid, int64_t heads, int64_t bs, double scale) {
+  const int64_t BH = q.size(0), L = q.size(1), D = q.size(2), n = L / bs;
+  auto dq = torch::zeros_like(q), dk = torch::zeros_like(k), dv = torch::zeros_like(v);
+  const float *Q = q.data_ptr<float>(), *K = k.data_ptr<float>(), *V = v.data_ptr<float>();
+  const float *O = out.data_ptr<float>(), *LSE = lse.data_ptr<float>(), *G = grad.data_ptr<float>();
+  const int *NUM = kv_num.data_ptr<int>(), *IDX = kv_idx.data_ptr<int>();
+  const bool* VALID = valid.data_ptr<bool>();
+  float *DQ = dq.data_ptr<float>(), *DK = dk.data_ptr<float>(), *DV = dv.data_ptr<float>();
+  // One task per (example, head): the key/value gradients of a head are written by one thread only.
+  at::parallel_for(0, BH, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> p, dp, bias, delta(bs);
+    std::vector<std::pair<int, int>> runs;
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / heads;
+      for (int64_t i = 0; i < n; ++i) {
+        const int num = NUM[b * n + i];
+        if (num == 0) continue;
+        const int W = runs_of(IDX + (b * n + i) * n, num, bs, runs);
+        p.resize((size_t)bs * W); dp.resize((size_t)bs * W); bias.resize(W);
+        key_bias(VALID + b * L, runs, bs, bias);
+        const int64_t base = (bh * L + i * bs) * D;
+        const float *q_row = Q + base, *o_row = O + base, *g_row = G + base, *lse_row = LSE + bh * L + i * bs;
+        int off = 0;
+        for (const auto& run : runs) {
+          const int64_t key = (bh * L + (int64_t)run.first * bs) * D;
+          gemm(false, true, bs, run.second * bs, D, q_row, D, K + key, D, p.data() + off, W, 0.f);
+          gemm(false, true, bs, run.second * bs, D, g_row, D, V + key, D, dp.data() + off, W, 0.f);
+          off += run.second * bs;
+        }
+        for (int r = 0; r < bs; ++r) {
+          float d = 0.f;
+          for (int c = 0; c < D; ++c) d += g_row[r * D + c] * o_row[r * D + c];
+          delta[r] = d;
+          float* __restrict pr = p.data() + (size_t)r * W;
+          float* __restrict dpr = dp.data() + (size_t)r * W;
+          const float shift = lse_row[r];
+          for (int c = 0; c < W; ++c) {
+            pr[c] = expf(pr[c] * (float)scale + bias[c] - shift);             // probabilities
+            dpr[c] = pr[c] * (dpr[c] - delta[r]) * (float)scale;               // d(scores before scaling)
+          }
+        }
+        off = 0;
+        for (const auto& run : runs) {
+          const int64_t key = (bh * L + (int64_t)run.first * bs) * D;
+          const int width = run.second * bs;
+          gemm(false, false, bs, D, width, dp.data() + off, W, K + key, D, DQ + base, D, 1.f);
+          gemm(true, false, width, D, bs, dp.data() + off, W, q_row, D, DK + key, D, 1.f);
+          gemm(true, false, width, D, bs, p.data() + off, W, g_row, D, DV + key, D, 1.f);
+          off += width;
+        }
+      }
+    }
+  });
+  return {dq, dk, dv};
+}
+"""
+
+_module = None
+_failed = False
+
+
+def available() -> bool:
+    """Whether the fused kernel is (or can be) compiled here; compiles it on the first call."""
+    return _load() is not None
+
+
+def _load():
+    global _module, _failed
+    if _module is not None or _failed:
+        return _module
+    if os.environ.get("SASA_FUSED_KERNEL", "1") == "0":
+        _failed = True
+        return None
+    try:
+        from torch.utils.cpp_extension import load_inline
+
+        _module = load_inline(
+            name="sasa_fused_block_attention",
+            cpp_sources=[_SOURCE],
+            functions=["forward", "backward"],
+            extra_cflags=["-O3", "-march=native", "-ffast-math", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
+        )
+    except Exception as error:  # no compiler, no ninja, no BLAS symbol: fall back, say so once
+        _failed = True
+        warnings.warn(f"SASA's fused CPU kernel is unavailable ({type(error).__name__}: {error}); using the "
+                      "composite sasa_blocks path.", stacklevel=3)
+    return _module
+
+
+class _FusedBlockAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, kv_num, kv_idx, valid, heads, size, scale):
+        out, lse = _module.forward(q, k, v, kv_num, kv_idx, valid, heads, size, scale)
+        ctx.save_for_backward(q, k, v, out, lse, kv_num, kv_idx, valid)
+        ctx.meta = (heads, size, scale)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, out, lse, kv_num, kv_idx, valid = ctx.saved_tensors
+        dq, dk, dv = _module.backward(q, k, v, out, lse, grad.contiguous(), kv_num, kv_idx, valid, *ctx.meta)
+        return dq, dk, dv, None, None, None, None, None, None
+
+
+def fused_kernel_usable(query: torch.Tensor, dropout: float, training: bool) -> bool:
+    """Whether this call can take the fused kernel (CPU, fp32, no attention dropout) and the kernel is there."""
+    return (query.device.type == "cpu" and query.dtype == torch.float32 and not (dropout > 0 and training)
+            and available())
+
+
+def fused_block_attention(query, key, value, layout, scaling: float) -> torch.Tensor:
+    """``query/key/value [B, H, L, D]`` (fp32, CPU) → ``[B, L, H, D]``, the same function as the other backends."""
+    batch, heads, length, head_dim = query.shape
+    q, k, v = (t.reshape(batch * heads, length, head_dim).contiguous() for t in (query, key, value))
+    out = _FusedBlockAttention.apply(q, k, v, layout.kv_num_blocks.contiguous(), layout.kv_indices.contiguous(),
+                                     layout.token_valid.contiguous(), heads, layout.block_size, float(scaling))
+    return out.view(batch, heads, length, head_dim).transpose(1, 2).contiguous()
