@@ -73,37 +73,40 @@ static void key_bias(const bool* valid, const std::vector<std::pair<int, int>>& 
     for (int x = 0; x < run.second * bs; ++x) bias[off++] = valid[(int64_t)run.first * bs + x] ? 0.f : -1e30f;
 }
 
+// q, k, v and the output are [B, L, H, D] memory (the projections' own layout): row t of head h of example b starts
+// at ((b * L + t) * H + h) * D, consecutive rows of a head are H * D floats apart (the BLAS leading dimension).
 std::vector<torch::Tensor> forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor kv_num,
-                                   torch::Tensor kv_idx, torch::Tensor valid, int64_t heads, int64_t bs, double scale) {
-  const int64_t BH = q.size(0), L = q.size(1), D = q.size(2), n = L / bs;
+                                   torch::Tensor kv_idx, torch::Tensor valid, int64_t bs, double scale) {
+  const int64_t B = q.size(0), L = q.size(1), H = q.size(2), D = q.size(3), n = L / bs, ld = H * D;
   auto out = torch::zeros_like(q);
-  auto lse = torch::zeros({BH, L}, q.options());
+  auto lse = torch::zeros({B * H, L}, q.options());
   const float *Q = q.data_ptr<float>(), *K = k.data_ptr<float>(), *V = v.data_ptr<float>();
   const int *NUM = kv_num.data_ptr<int>(), *IDX = kv_idx.data_ptr<int>();
   const bool* VALID = valid.data_ptr<bool>();
   float *O = out.data_ptr<float>(), *LSE = lse.data_ptr<float>();
-  at::parallel_for(0, BH * n, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, B * H * n, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> s, bias;
     std::vector<std::pair<int, int>> runs;
     for (int64_t row = begin; row < end; ++row) {
-      const int64_t bh = row / n, i = row % n, b = bh / heads;
+      const int64_t bh = row / n, i = row % n, b = bh / H, h = bh % H;
       const int num = NUM[b * n + i];
       if (num == 0) continue;  // a padding query block: no keys, zero output
       const int W = runs_of(IDX + (b * n + i) * n, num, bs, runs);
       s.resize((size_t)bs * W); bias.resize(W);
       key_bias(VALID + b * L, runs, bs, bias);
-      const float* q_row = Q + (bh * L + i * bs) * D;
+      const int64_t query_at = ((b * L + i * bs) * H + h) * D;
       int off = 0;
       for (const auto& run : runs) {
-        gemm(false, true, bs, run.second * bs, D, q_row, D, K + (bh * L + (int64_t)run.first * bs) * D, D,
-             s.data() + off, W, 0.f);
+        const int64_t key_at = ((b * L + (int64_t)run.first * bs) * H + h) * D;
+        gemm(false, true, bs, run.second * bs, D, Q + query_at, ld, K + key_at, ld, s.data() + off, W, 0.f);
         off += run.second * bs;
       }
       softmax_rows(s.data(), bias.data(), bs, W, (float)scale, LSE + bh * L + i * bs);
       off = 0;
       for (const auto& run : runs) {
-        gemm(false, false, bs, D, run.second * bs, s.data() + off, W, V + (bh * L + (int64_t)run.first * bs) * D,
-             D, O + (bh * L + i * bs) * D, D, off == 0 ? 0.f : 1.f);
+        const int64_t key_at = ((b * L + (int64_t)run.first * bs) * H + h) * D;
+        gemm(false, false, bs, D, run.second * bs, s.data() + off, W, V + key_at, ld, O + query_at, ld,
+             off == 0 ? 0.f : 1.f);
         off += run.second * bs;
       }
     }
@@ -113,8 +116,8 @@ std::vector<torch::Tensor> forward(torch::Tensor q, torch::Tensor k, torch::Tens
 
 std::vector<torch::Tensor> backward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor out,
                                     torch::Tensor lse, torch::Tensor grad, torch::Tensor kv_num, torch::Tensor kv_idx,
-                                    torch::Tensor valid, int64_t heads, int64_t bs, double scale) {
-  const int64_t BH = q.size(0), L = q.size(1), D = q.size(2), n = L / bs;
+                                    torch::Tensor valid, int64_t bs, double scale) {
+  const int64_t B = q.size(0), L = q.size(1), H = q.size(2), D = q.size(3), n = L / bs, ld = H * D;
   auto dq = torch::zeros_like(q), dk = torch::zeros_like(k), dv = torch::zeros_like(v);
   const float *Q = q.data_ptr<float>(), *K = k.data_ptr<float>(), *V = v.data_ptr<float>();
   const float *O = out.data_ptr<float>(), *LSE = lse.data_ptr<float>(), *G = grad.data_ptr<float>();
@@ -122,29 +125,30 @@ std::vector<torch::Tensor> backward(torch::Tensor q, torch::Tensor k, torch::Ten
   const bool* VALID = valid.data_ptr<bool>();
   float *DQ = dq.data_ptr<float>(), *DK = dk.data_ptr<float>(), *DV = dv.data_ptr<float>();
   // One task per (example, head): the key/value gradients of a head are written by one thread only.
-  at::parallel_for(0, BH, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> p, dp, bias, delta(bs);
     std::vector<std::pair<int, int>> runs;
     for (int64_t bh = begin; bh < end; ++bh) {
-      const int64_t b = bh / heads;
+      const int64_t b = bh / H, h = bh % H;
       for (int64_t i = 0; i < n; ++i) {
         const int num = NUM[b * n + i];
         if (num == 0) continue;
         const int W = runs_of(IDX + (b * n + i) * n, num, bs, runs);
         p.resize((size_t)bs * W); dp.resize((size_t)bs * W); bias.resize(W);
         key_bias(VALID + b * L, runs, bs, bias);
-        const int64_t base = (bh * L + i * bs) * D;
-        const float *q_row = Q + base, *o_row = O + base, *g_row = G + base, *lse_row = LSE + bh * L + i * bs;
+        const int64_t query_at = ((b * L + i * bs) * H + h) * D;
+        const float *q_row = Q + query_at, *o_row = O + query_at, *g_row = G + query_at;
+        const float* lse_row = LSE + bh * L + i * bs;
         int off = 0;
         for (const auto& run : runs) {
-          const int64_t key = (bh * L + (int64_t)run.first * bs) * D;
-          gemm(false, true, bs, run.second * bs, D, q_row, D, K + key, D, p.data() + off, W, 0.f);
-          gemm(false, true, bs, run.second * bs, D, g_row, D, V + key, D, dp.data() + off, W, 0.f);
+          const int64_t key_at = ((b * L + (int64_t)run.first * bs) * H + h) * D;
+          gemm(false, true, bs, run.second * bs, D, q_row, ld, K + key_at, ld, p.data() + off, W, 0.f);
+          gemm(false, true, bs, run.second * bs, D, g_row, ld, V + key_at, ld, dp.data() + off, W, 0.f);
           off += run.second * bs;
         }
         for (int r = 0; r < bs; ++r) {
           float d = 0.f;
-          for (int c = 0; c < D; ++c) d += g_row[r * D + c] * o_row[r * D + c];
+          for (int c = 0; c < D; ++c) d += g_row[r * ld + c] * o_row[r * ld + c];
           delta[r] = d;
           float* __restrict pr = p.data() + (size_t)r * W;
           float* __restrict dpr = dp.data() + (size_t)r * W;
@@ -156,11 +160,11 @@ std::vector<torch::Tensor> backward(torch::Tensor q, torch::Tensor k, torch::Ten
         }
         off = 0;
         for (const auto& run : runs) {
-          const int64_t key = (bh * L + (int64_t)run.first * bs) * D;
+          const int64_t key_at = ((b * L + (int64_t)run.first * bs) * H + h) * D;
           const int width = run.second * bs;
-          gemm(false, false, bs, D, width, dp.data() + off, W, K + key, D, DQ + base, D, 1.f);
-          gemm(true, false, width, D, bs, dp.data() + off, W, q_row, D, DK + key, D, 1.f);
-          gemm(true, false, width, D, bs, p.data() + off, W, g_row, D, DV + key, D, 1.f);
+          gemm(false, false, bs, D, width, dp.data() + off, W, K + key_at, ld, DQ + query_at, ld, 1.f);
+          gemm(true, false, width, D, bs, dp.data() + off, W, q_row, ld, DK + key_at, ld, 1.f);
+          gemm(true, false, width, D, bs, p.data() + off, W, g_row, ld, DV + key_at, ld, 1.f);
           off += width;
         }
       }
@@ -205,17 +209,17 @@ def _load():
 
 class _FusedBlockAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, kv_num, kv_idx, valid, heads, size, scale):
-        out, lse = _module.forward(q, k, v, kv_num, kv_idx, valid, heads, size, scale)
+    def forward(ctx, q, k, v, kv_num, kv_idx, valid, size, scale):
+        out, lse = _module.forward(q, k, v, kv_num, kv_idx, valid, size, scale)
         ctx.save_for_backward(q, k, v, out, lse, kv_num, kv_idx, valid)
-        ctx.meta = (heads, size, scale)
+        ctx.meta = (size, scale)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         q, k, v, out, lse, kv_num, kv_idx, valid = ctx.saved_tensors
         dq, dk, dv = _module.backward(q, k, v, out, lse, grad.contiguous(), kv_num, kv_idx, valid, *ctx.meta)
-        return dq, dk, dv, None, None, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None
 
 
 def fused_kernel_usable(query: torch.Tensor, dropout: float, training: bool) -> bool:
@@ -225,9 +229,11 @@ def fused_kernel_usable(query: torch.Tensor, dropout: float, training: bool) -> 
 
 
 def fused_block_attention(query, key, value, layout, scaling: float) -> torch.Tensor:
-    """``query/key/value [B, H, L, D]`` (fp32, CPU) → ``[B, L, H, D]``, the same function as the other backends."""
-    batch, heads, length, head_dim = query.shape
-    q, k, v = (t.reshape(batch * heads, length, head_dim).contiguous() for t in (query, key, value))
-    out = _FusedBlockAttention.apply(q, k, v, layout.kv_num_blocks.contiguous(), layout.kv_indices.contiguous(),
-                                     layout.token_valid.contiguous(), heads, layout.block_size, float(scaling))
-    return out.view(batch, heads, length, head_dim).transpose(1, 2).contiguous()
+    """``query/key/value [B, H, L, D]`` (fp32, CPU) → ``[B, L, H, D]``, the same function as the other backends.
+
+    The projections arrive as ``[B, H, L, D]`` views of ``[B, L, H, D]`` memory; the kernel reads that memory as it
+    is (no head-major copies) and writes the output in the layout the caller reshapes to ``[B, L, hidden]``.
+    """
+    q, k, v = (t.transpose(1, 2).contiguous() for t in (query, key, value))  # no copy when already [B, L, H, D]
+    return _FusedBlockAttention.apply(q, k, v, layout.kv_num_blocks.contiguous(), layout.kv_indices.contiguous(),
+                                      layout.token_valid.contiguous(), layout.block_size, float(scaling))
