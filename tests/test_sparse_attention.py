@@ -48,7 +48,7 @@ def sasa_path(request, monkeypatch):
         if not fused_block_attention.available():
             pytest.skip("the fused kernel cannot be compiled here")
     else:
-        monkeypatch.setattr(sparse_attention, "fused_kernel_usable", lambda *args: False)
+        monkeypatch.setattr(sparse_attention, "fused_kernel_usable", lambda query: False)
     return request.param
 
 
@@ -84,9 +84,8 @@ def test_fused_kernel_is_the_default_cpu_path():
     if not fused_block_attention.available():
         pytest.skip("the fused kernel cannot be compiled here")
     query = torch.randn(1, 2, 64, 16)
-    assert fused_block_attention.fused_kernel_usable(query, dropout=0.0, training=True)
-    assert not fused_block_attention.fused_kernel_usable(query, dropout=0.1, training=True)  # dropout: composite
-    assert not fused_block_attention.fused_kernel_usable(query.double(), dropout=0.0, training=False)
+    assert fused_block_attention.fused_kernel_usable(query)
+    assert not fused_block_attention.fused_kernel_usable(query.double())  # other dtypes: the composite path
 
 
 def test_fully_padded_query_blocks_give_zeros_not_nan(sasa_path):
@@ -116,3 +115,28 @@ def test_flex_on_cpu_with_gradients_is_a_clear_error():
     layout = random_layout([32], 32, seed=1)
     with pytest.raises(NotImplementedError, match="sasa_blocks"):
         prepare_attention_mask(layout, "flex_attention", needs_grad=True)
+
+
+def test_fused_dropout_equals_the_reference_under_the_same_mask():
+    """Attention dropout inside the fused kernel: outputs and gradients equal a dense computation with its mask."""
+    if not fused_block_attention.available():
+        pytest.skip("the fused kernel cannot be compiled here")
+    layout = random_layout([96, 61], 96, seed=7)
+    inputs = qkv(2, 96)
+    reference_inputs = [t.detach().clone().requires_grad_() for t in inputs]
+    p, seed = 0.3, 1234
+    out = fused_block_attention.fused_block_attention(*inputs, layout, scaling=0.25, dropout=p, seed=seed)
+    keep = fused_block_attention.dropout_keep(seed, 2 * 3, 96, p).view(2, 3, 96, 96)
+    query, key, value = reference_inputs
+    probs = sparse_attention.masked_softmax(query @ key.transpose(-1, -2) * 0.25, layout.token_mask()[:, None])
+    expected = (probs * keep / (1 - p)) @ value
+    expected = expected.transpose(1, 2)
+    assert 0.2 < 1 - keep.float().mean() < 0.4
+    assert (out - expected).abs().max() <= 1e-5
+    cotangent = torch.randn_like(expected)
+    (out * cotangent).sum().backward()
+    (expected * cotangent).sum().backward()
+    for want, got in zip(reference_inputs, inputs):
+        assert (got.grad - want.grad).abs().max() <= 1e-5
+    again = fused_block_attention.fused_block_attention(*inputs, layout, scaling=0.25, dropout=p, seed=seed)
+    assert torch.equal(again, out)

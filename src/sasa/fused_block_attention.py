@@ -10,8 +10,9 @@ pass recomputes the probabilities from the saved log-sum-exp (flash-attention st
 The C++ source below is compiled on first use with ``torch.utils.cpp_extension.load_inline`` (needs a C++ compiler
 and ninja; about 40 s, cached in ``TORCH_EXTENSIONS_DIR`` afterwards) and calls the BLAS ``sgemm`` that libtorch
 carries. Where compilation is impossible, or ``SASA_FUSED_KERNEL=0`` is set, :func:`available` is False and the
-composite path runs instead; a failure is reported once as a warning. Inputs with attention dropout in training, other
-dtypes than fp32, or other devices than the CPU also take the composite path.
+composite path runs instead; a failure is reported once as a warning. Other dtypes than fp32, and other devices than
+the CPU, also take the composite path. Attention dropout is applied inside the kernel with a counter-based hash mask
+(replayed, not stored, in the backward pass).
 
 This file is shipped inside checkpoints (it imports only torch).
 """
@@ -73,10 +74,38 @@ static void key_bias(const bool* valid, const std::vector<std::pair<int, int>>& 
     for (int x = 0; x < run.second * bs; ++x) bias[off++] = valid[(int64_t)run.first * bs + x] ? 0.f : -1e30f;
 }
 
+// Attention dropout: keep probability (query token t, key token j) of head bh unless a counter-based hash of
+// (seed, bh, t, j) falls below p. The same hash replays the mask in the backward pass; nothing is stored.
+static inline float uniform(uint64_t seed, uint64_t bh, uint64_t t, uint64_t j) {
+  uint64_t x = seed ^ (bh * 0x9E3779B97F4A7C15ULL) ^ (t * 0xC2B2AE3D27D4EB4FULL) ^ (j * 0x165667B19E3779F9ULL);
+  x ^= x >> 30; x *= 0xBF58476D1CE4E5B9ULL; x ^= x >> 27; x *= 0x94D049BB133111EBULL; x ^= x >> 31;
+  return (float)(x >> 40) * (1.0f / 16777216.0f);
+}
+
+// Multiply row r (query token t) of s by the dropout mask / (1 - p); columns follow the runs of key blocks.
+static void drop(float* sr, const std::vector<std::pair<int, int>>& runs, int bs, uint64_t seed, int64_t bh,
+                 int64_t t, float p) {
+  const float keep_scale = 1.f / (1.f - p);
+  int off = 0;
+  for (const auto& run : runs)
+    for (int x = 0; x < run.second * bs; ++x, ++off)
+      sr[off] *= uniform(seed, bh, t, (int64_t)run.first * bs + x) >= p ? keep_scale : 0.f;
+}
+
+torch::Tensor dropout_keep(int64_t seed, int64_t BH, int64_t L, double p) {  // the dense mask, for tests
+  auto keep = torch::zeros({BH, L, L}, torch::kBool);
+  bool* K = keep.data_ptr<bool>();
+  for (int64_t bh = 0; bh < BH; ++bh)
+    for (int64_t t = 0; t < L; ++t)
+      for (int64_t j = 0; j < L; ++j) K[(bh * L + t) * L + j] = uniform(seed, bh, t, j) >= (float)p;
+  return keep;
+}
+
 // q, k, v and the output are [B, L, H, D] memory (the projections' own layout): row t of head h of example b starts
 // at ((b * L + t) * H + h) * D, consecutive rows of a head are H * D floats apart (the BLAS leading dimension).
 std::vector<torch::Tensor> forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor kv_num,
-                                   torch::Tensor kv_idx, torch::Tensor valid, int64_t bs, double scale) {
+                                   torch::Tensor kv_idx, torch::Tensor valid, int64_t bs, double scale,
+                                   double dropout, int64_t seed) {
   const int64_t B = q.size(0), L = q.size(1), H = q.size(2), D = q.size(3), n = L / bs, ld = H * D;
   auto out = torch::zeros_like(q);
   auto lse = torch::zeros({B * H, L}, q.options());
@@ -102,6 +131,8 @@ std::vector<torch::Tensor> forward(torch::Tensor q, torch::Tensor k, torch::Tens
         off += run.second * bs;
       }
       softmax_rows(s.data(), bias.data(), bs, W, (float)scale, LSE + bh * L + i * bs);
+      if (dropout > 0)
+        for (int r = 0; r < bs; ++r) drop(s.data() + (size_t)r * W, runs, bs, seed, bh, i * bs + r, (float)dropout);
       off = 0;
       for (const auto& run : runs) {
         const int64_t key_at = ((b * L + (int64_t)run.first * bs) * H + h) * D;
@@ -116,7 +147,7 @@ std::vector<torch::Tensor> forward(torch::Tensor q, torch::Tensor k, torch::Tens
 
 std::vector<torch::Tensor> backward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor out,
                                     torch::Tensor lse, torch::Tensor grad, torch::Tensor kv_num, torch::Tensor kv_idx,
-                                    torch::Tensor valid, int64_t bs, double scale) {
+                                    torch::Tensor valid, int64_t bs, double scale, double dropout, int64_t seed) {
   const int64_t B = q.size(0), L = q.size(1), H = q.size(2), D = q.size(3), n = L / bs, ld = H * D;
   auto dq = torch::zeros_like(q), dk = torch::zeros_like(k), dv = torch::zeros_like(v);
   const float *Q = q.data_ptr<float>(), *K = k.data_ptr<float>(), *V = v.data_ptr<float>();
@@ -126,7 +157,7 @@ std::vector<torch::Tensor> backward(torch::Tensor q, torch::Tensor k, torch::Ten
   float *DQ = dq.data_ptr<float>(), *DK = dk.data_ptr<float>(), *DV = dv.data_ptr<float>();
   // One task per (example, head): the key/value gradients of a head are written by one thread only.
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> p, dp, bias, delta(bs);
+    std::vector<float> p, dp, pd, dd, bias, delta(bs);
     std::vector<std::pair<int, int>> runs;
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H;
@@ -146,6 +177,9 @@ std::vector<torch::Tensor> backward(torch::Tensor q, torch::Tensor k, torch::Ten
           gemm(false, true, bs, run.second * bs, D, g_row, ld, V + key_at, ld, dp.data() + off, W, 0.f);
           off += run.second * bs;
         }
+        // pd: the probabilities the forward multiplied with V (dropped), p: before dropout.
+        float* dropped = p.data();
+        if (dropout > 0) { pd.resize((size_t)bs * W); dd.resize((size_t)bs * W); dropped = pd.data(); }
         for (int r = 0; r < bs; ++r) {
           float d = 0.f;
           for (int c = 0; c < D; ++c) d += g_row[r * ld + c] * o_row[r * ld + c];
@@ -153,10 +187,16 @@ std::vector<torch::Tensor> backward(torch::Tensor q, torch::Tensor k, torch::Ten
           float* __restrict pr = p.data() + (size_t)r * W;
           float* __restrict dpr = dp.data() + (size_t)r * W;
           const float shift = lse_row[r];
-          for (int c = 0; c < W; ++c) {
-            pr[c] = expf(pr[c] * (float)scale + bias[c] - shift);             // probabilities
-            dpr[c] = pr[c] * (dpr[c] - delta[r]) * (float)scale;               // d(scores before scaling)
+          for (int c = 0; c < W; ++c) pr[c] = expf(pr[c] * (float)scale + bias[c] - shift);  // probabilities
+          if (dropout > 0) {  // dP = (dO V^T) * mask / (1 - p); dV takes the dropped probabilities
+            float* __restrict pdr = pd.data() + (size_t)r * W;
+            float* __restrict ddr = dd.data() + (size_t)r * W;
+            for (int c = 0; c < W; ++c) { pdr[c] = pr[c]; ddr[c] = 1.f; }
+            drop(pdr, runs, bs, seed, bh, i * bs + r, (float)dropout);
+            drop(ddr, runs, bs, seed, bh, i * bs + r, (float)dropout);
+            for (int c = 0; c < W; ++c) dpr[c] *= ddr[c];
           }
+          for (int c = 0; c < W; ++c) dpr[c] = pr[c] * (dpr[c] - delta[r]) * (float)scale;  // d(scores, unscaled)
         }
         off = 0;
         for (const auto& run : runs) {
@@ -164,7 +204,7 @@ std::vector<torch::Tensor> backward(torch::Tensor q, torch::Tensor k, torch::Ten
           const int width = run.second * bs;
           gemm(false, false, bs, D, width, dp.data() + off, W, K + key_at, ld, DQ + query_at, ld, 1.f);
           gemm(true, false, width, D, bs, dp.data() + off, W, q_row, ld, DK + key_at, ld, 1.f);
-          gemm(true, false, width, D, bs, p.data() + off, W, g_row, ld, DV + key_at, ld, 1.f);
+          gemm(true, false, width, D, bs, dropped + off, W, g_row, ld, DV + key_at, ld, 1.f);
           off += width;
         }
       }
@@ -196,7 +236,7 @@ def _load():
         _module = load_inline(
             name="sasa_fused_block_attention",
             cpp_sources=[_SOURCE],
-            functions=["forward", "backward"],
+            functions=["forward", "backward", "dropout_keep"],
             extra_cflags=["-O3", "-march=native", "-ffast-math", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
         )
@@ -209,31 +249,41 @@ def _load():
 
 class _FusedBlockAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, kv_num, kv_idx, valid, size, scale):
-        out, lse = _module.forward(q, k, v, kv_num, kv_idx, valid, size, scale)
+    def forward(ctx, q, k, v, kv_num, kv_idx, valid, size, scale, dropout, seed):
+        out, lse = _module.forward(q, k, v, kv_num, kv_idx, valid, size, scale, dropout, seed)
         ctx.save_for_backward(q, k, v, out, lse, kv_num, kv_idx, valid)
-        ctx.meta = (size, scale)
+        ctx.meta = (size, scale, dropout, seed)
         return out
 
     @staticmethod
     def backward(ctx, grad):
         q, k, v, out, lse, kv_num, kv_idx, valid = ctx.saved_tensors
         dq, dk, dv = _module.backward(q, k, v, out, lse, grad.contiguous(), kv_num, kv_idx, valid, *ctx.meta)
-        return dq, dk, dv, None, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None, None, None
 
 
-def fused_kernel_usable(query: torch.Tensor, dropout: float, training: bool) -> bool:
-    """Whether this call can take the fused kernel (CPU, fp32, no attention dropout) and the kernel is there."""
-    return (query.device.type == "cpu" and query.dtype == torch.float32 and not (dropout > 0 and training)
-            and available())
+def fused_kernel_usable(query: torch.Tensor) -> bool:
+    """Whether this call can take the fused kernel (CPU, fp32) and the kernel is there."""
+    return query.device.type == "cpu" and query.dtype == torch.float32 and available()
 
 
-def fused_block_attention(query, key, value, layout, scaling: float) -> torch.Tensor:
+def fused_block_attention(query, key, value, layout, scaling: float, dropout: float = 0.0,
+                          seed: int | None = None) -> torch.Tensor:
     """``query/key/value [B, H, L, D]`` (fp32, CPU) → ``[B, L, H, D]``, the same function as the other backends.
 
     The projections arrive as ``[B, H, L, D]`` views of ``[B, L, H, D]`` memory; the kernel reads that memory as it
     is (no head-major copies) and writes the output in the layout the caller reshapes to ``[B, L, hidden]``.
+    ``dropout`` drops attention probabilities (inverted dropout); the mask comes from a hash of ``seed`` (drawn from
+    torch's generator when ``None``, so ``torch.manual_seed`` makes it reproducible) and the token indices.
     """
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (1,)).item()) if dropout > 0 else 0
     q, k, v = (t.transpose(1, 2).contiguous() for t in (query, key, value))  # no copy when already [B, L, H, D]
     return _FusedBlockAttention.apply(q, k, v, layout.kv_num_blocks.contiguous(), layout.kv_indices.contiguous(),
-                                      layout.token_valid.contiguous(), layout.block_size, float(scaling))
+                                      layout.token_valid.contiguous(), layout.block_size, float(scaling),
+                                      float(dropout), seed)
+
+
+def dropout_keep(seed: int, batch_heads: int, length: int, dropout: float) -> torch.Tensor:
+    """``[B*H, L, L]`` bool: the keep mask :func:`fused_block_attention` applies for ``seed`` (for tests)."""
+    return _load().dropout_keep(seed, batch_heads, length, dropout)

@@ -71,8 +71,8 @@ def sasa_blocks_attention_forward(
 ) -> tuple[torch.Tensor, None]:
     """Block-sparse attention over a :class:`BlockLayout`. ``query/key/value [B, H, L, D]``.
 
-    On the CPU in fp32 without attention dropout this runs the fused kernel of :mod:`fused_block_attention`. Otherwise
-    (GPU, bf16, dropout, or no compiler) it runs the composite path below, the same function from PyTorch operations:
+    On the CPU in fp32 this runs the fused kernel of :mod:`fused_block_attention`. Otherwise (GPU, bf16, or no
+    compiler) it runs the composite path below, the same function from PyTorch operations:
     every query block's keys are three structured parts, each fed to one batched matrix product with no Python loop
     over blocks: the global columns (one dense product against the first ``g`` blocks), the window band (overlapping
     *views* of the keys, no copy), and the ``E`` extra blocks chosen by top-k/AST/random scores (gathered with one
@@ -88,8 +88,9 @@ def sasa_blocks_attention_forward(
             f"got {type(layout).__name__}."
         )
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
-    if fused_kernel_usable(query, dropout, module.training):  # CPU fp32: one fused kernel, forward and backward
-        return fused_block_attention(query, key, value, layout, scaling), None
+    if fused_kernel_usable(query):  # CPU fp32: one fused kernel, forward and backward
+        dropout = dropout if module.training else 0.0
+        return fused_block_attention(query, key, value, layout, scaling, dropout), None
     batch, heads, length, head_dim = query.shape
     size, radius, num_global = layout.block_size, layout.window_radius, layout.num_global_blocks
     num_blocks, num_extra = length // size, layout.num_extra_blocks
