@@ -41,14 +41,17 @@ def run(backend, layout, query, key, value):
     return out
 
 
+def use_path(path: str, monkeypatch) -> None:
+    """Run the sasa_blocks backend through its fused CPU kernel, or force its composite PyTorch path."""
+    if path == "fused" and not fused_block_attention.available():
+        pytest.skip("the fused kernel cannot be compiled here")
+    if path == "composite":
+        monkeypatch.setattr(sparse_attention, "fused_kernel_usable", lambda query: False)
+
+
 @pytest.fixture(params=["fused", "composite"])
 def sasa_path(request, monkeypatch):
-    """Run the sasa_blocks backend through its fused CPU kernel, or force its composite PyTorch path."""
-    if request.param == "fused":
-        if not fused_block_attention.available():
-            pytest.skip("the fused kernel cannot be compiled here")
-    else:
-        monkeypatch.setattr(sparse_attention, "fused_kernel_usable", lambda query: False)
+    use_path(request.param, monkeypatch)
     return request.param
 
 
@@ -62,11 +65,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("backend", ["sasa_blocks", "sdpa"])
+@pytest.mark.parametrize(("backend", "path"), [("sasa_blocks", "fused"), ("sasa_blocks", "composite"), ("sdpa", None)])
 @pytest.mark.parametrize(("lengths", "width", "num_global", "radius"), CASES)
-def test_backend_equals_dense_reference_outputs_and_gradients(backend, lengths, width, num_global, radius, sasa_path):
-    if backend == "sdpa" and sasa_path == "fused":
-        pytest.skip("one run of sdpa is enough")
+def test_backend_equals_dense_reference_outputs_and_gradients(backend, path, lengths, width, num_global, radius,
+                                                              monkeypatch):
+    use_path(path, monkeypatch)
     layout = random_layout(lengths, width, seed=width, num_global_blocks=num_global, window_radius=radius)
     reference_inputs = qkv(len(lengths), width)
     inputs = [t.detach().clone().requires_grad_() for t in reference_inputs]
