@@ -76,7 +76,7 @@ def sasa_blocks_attention_forward(
     every query block's keys are three structured parts, each fed to one batched matrix product with no Python loop
     over blocks: the global columns (one dense product against the first ``g`` blocks), the window band (overlapping
     *views* of the keys, no copy), and the ``E`` extra blocks chosen by top-k/AST/random scores (gathered with one
-    ``index_select``). Their scores are joined and normalised by one softmax. Global query blocks, which see every
+    embedding lookup). Their scores are joined and normalised by one softmax. Global query blocks, which see every
     block, are computed densely against all keys. Time and memory are ``O(L * (g + 2r + 1 + E) * b)``.
 
     Returns ``(output [B, L, H, D], None)``.
