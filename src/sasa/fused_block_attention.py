@@ -19,7 +19,9 @@ This file is shipped inside checkpoints (it imports only torch).
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 import warnings
 
 import torch
@@ -218,6 +220,19 @@ _module = None
 _failed = False
 
 
+def _cpu_tag() -> str:
+    """A short fingerprint of this CPU's instruction sets: the build uses -march=native, so a cached build must never
+    be loaded on a CPU lacking its instructions (e.g. a home directory shared across a cluster)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith(("flags", "Features")):
+                    return hashlib.sha1(line.encode()).hexdigest()[:10]
+    except OSError:
+        pass
+    return platform.machine() or "cpu"
+
+
 def available() -> bool:
     """Whether the fused kernel is (or can be) compiled here; compiles it on the first call."""
     return _load() is not None
@@ -234,7 +249,7 @@ def _load():
         from torch.utils.cpp_extension import load_inline
 
         _module = load_inline(
-            name="sasa_fused_block_attention",
+            name=f"sasa_fused_block_attention_{_cpu_tag()}",
             cpp_sources=[_SOURCE],
             functions=["forward", "backward", "dropout_keep"],
             extra_cflags=["-O3", "-march=native", "-ffast-math", "-fopenmp"],
