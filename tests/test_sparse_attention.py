@@ -41,10 +41,25 @@ def run(backend, layout, query, key, value):
     return out
 
 
+def require_fused_kernel() -> None:
+    if not fused_block_attention.available():
+        pytest.skip("the fused kernel cannot be compiled here")
+
+
+def assert_same_outputs_and_gradients(actual, expected, inputs, reference_inputs) -> None:
+    """Outputs within 1e-5, and so are the input gradients for one random cotangent."""
+    assert (actual - expected).abs().max() <= 1e-5
+    cotangent = torch.randn_like(expected)
+    (expected * cotangent).sum().backward()
+    (actual * cotangent).sum().backward()
+    for want, got in zip(reference_inputs, inputs):
+        assert (got.grad - want.grad).abs().max() <= 1e-5
+
+
 def use_path(path: str, monkeypatch) -> None:
     """Run the sasa_blocks backend through its fused CPU kernel, or force its composite PyTorch path."""
-    if path == "fused" and not fused_block_attention.available():
-        pytest.skip("the fused kernel cannot be compiled here")
+    if path == "fused":
+        require_fused_kernel()
     if path == "composite":
         monkeypatch.setattr(sparse_attention, "fused_kernel_usable", lambda query: False)
 
@@ -75,17 +90,11 @@ def test_backend_equals_dense_reference_outputs_and_gradients(backend, path, len
     inputs = [t.detach().clone().requires_grad_() for t in reference_inputs]
     expected = run("eager", layout, *reference_inputs)
     actual = run(backend, layout, *inputs)
-    assert (actual - expected).abs().max() <= 1e-5
-    cotangent = torch.randn_like(expected)
-    (expected * cotangent).sum().backward()
-    (actual * cotangent).sum().backward()
-    for want, got in zip(reference_inputs, inputs):
-        assert (got.grad - want.grad).abs().max() <= 1e-5
+    assert_same_outputs_and_gradients(actual, expected, inputs, reference_inputs)
 
 
 def test_fused_kernel_is_the_default_cpu_path():
-    if not fused_block_attention.available():
-        pytest.skip("the fused kernel cannot be compiled here")
+    require_fused_kernel()
     query = torch.randn(1, 2, 64, 16)
     assert fused_block_attention.fused_kernel_usable(query)
     assert not fused_block_attention.fused_kernel_usable(query.double())  # other dtypes: the composite path
@@ -122,8 +131,7 @@ def test_flex_on_cpu_with_gradients_is_a_clear_error():
 
 def test_fused_dropout_equals_the_reference_under_the_same_mask():
     """Attention dropout inside the fused kernel: outputs and gradients equal a dense computation with its mask."""
-    if not fused_block_attention.available():
-        pytest.skip("the fused kernel cannot be compiled here")
+    require_fused_kernel()
     layout = random_layout([96, 61], 96, seed=7)
     inputs = qkv(2, 96)
     reference_inputs = [t.detach().clone().requires_grad_() for t in inputs]
@@ -135,11 +143,6 @@ def test_fused_dropout_equals_the_reference_under_the_same_mask():
     expected = (probs * keep / (1 - p)) @ value
     expected = expected.transpose(1, 2)
     assert 0.2 < 1 - keep.float().mean() < 0.4
-    assert (out - expected).abs().max() <= 1e-5
-    cotangent = torch.randn_like(expected)
-    (out * cotangent).sum().backward()
-    (expected * cotangent).sum().backward()
-    for want, got in zip(reference_inputs, inputs):
-        assert (got.grad - want.grad).abs().max() <= 1e-5
+    assert_same_outputs_and_gradients(out, expected, inputs, reference_inputs)
     again = fused_block_attention.fused_block_attention(*inputs, layout, scaling=0.25, dropout=p, seed=seed)
     assert torch.equal(again, out)

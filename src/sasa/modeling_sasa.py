@@ -373,19 +373,20 @@ class SasaModel(SasaPreTrainedModel):
             raise ValueError(f"ast_links must start with shape {(batch, length)}, got {tuple(ast_links.shape)}.")
 
         # Pad to a whole number of blocks; the padding is masked like any other and cut off again below.
-        pad = -length % config.block_size
         input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids, ast_links = self._pad_to_blocks(
             input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids, ast_links
         )
         hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
         layout = self.build_layout(attention_mask, input_ids, ast_links)
-        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+        # Only FlexAttention cares (no CPU backward): skip the parameter scan for every other backend.
+        needs_grad = (config._attn_implementation == "flex_attention" and torch.is_grad_enabled()
+                      and any(p.requires_grad for p in self.parameters()))
         layer_mask = prepare_attention_mask(layout, config._attn_implementation, needs_grad=needs_grad)
         hidden_states, all_hidden_states, all_attentions = self.encoder(
             hidden_states, layer_mask, output_hidden_states, output_attentions
         )
 
-        if pad:
+        if hidden_states.shape[1] != length:  # drop the block padding
             hidden_states = hidden_states[:, :length]
             if all_hidden_states is not None:
                 all_hidden_states = tuple(h[:, :length] for h in all_hidden_states)
@@ -401,7 +402,6 @@ class SasaModel(SasaPreTrainedModel):
             hidden_states=all_hidden_states,
             attentions=all_attentions,
         )
-
 
     def _pad_to_blocks(self, input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids, ast_links):
         """Right-pad every per-token input to a multiple of ``block_size`` (padding is masked; ``None`` stays)."""
