@@ -18,12 +18,12 @@ class AttentionStub(nn.Module):
     is_causal = False
 
 
-def random_layout(lengths, width, seed, num_global_blocks=1, window_radius=1, random_blocks=1):
+def random_layout(lengths, width, seed, num_global_blocks=1, window_radius=1, random_blocks=1, block=BLOCK):
     generator = torch.Generator().manual_seed(seed)
     token_valid = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
-    n = width // BLOCK
+    n = width // block
     return build_layout(
-        token_valid, BLOCK, window_radius=window_radius, num_global_blocks=num_global_blocks, num_topk_blocks=2,
+        token_valid, block, window_radius=window_radius, num_global_blocks=num_global_blocks, num_topk_blocks=2,
         num_ast_blocks=1, num_random_blocks=random_blocks, topk_scores=torch.rand(len(lengths), n, n, generator=generator),
         ast_scores=torch.rand(len(lengths), n, n, generator=generator) - 0.5, generator=generator,
     )
@@ -90,6 +90,19 @@ def test_backend_equals_dense_reference_outputs_and_gradients(backend, path, len
     inputs = [t.detach().clone().requires_grad_() for t in reference_inputs]
     expected = run("eager", layout, *reference_inputs)
     actual = run(backend, layout, *inputs)
+    assert_same_outputs_and_gradients(actual, expected, inputs, reference_inputs)
+
+
+@pytest.mark.parametrize(("block", "head_dim"), [(32, 64), (12, 40), (16, 8), (4, 24)])
+def test_fused_kernel_handles_any_block_size_and_head_dim(block, head_dim):
+    """The kernel's SIMD tiles (whole vectors, a scalar tail, padded query columns) against the dense reference."""
+    require_fused_kernel()
+    width = 10 * block
+    layout = random_layout([width, width - block - 3], width, seed=block, block=block)
+    reference_inputs = qkv(2, width, heads=2, head_dim=head_dim, seed=head_dim)
+    inputs = [t.detach().clone().requires_grad_() for t in reference_inputs]
+    expected = run("eager", layout, *reference_inputs)
+    actual = run("sasa_blocks", layout, *inputs)
     assert_same_outputs_and_gradients(actual, expected, inputs, reference_inputs)
 
 
