@@ -60,7 +60,7 @@ static inline vf splat(float s) {  // one vbroadcastss (adding s to a zero vecto
 }
 static inline vu lanes() { vu x; for (int l = 0; l < VL; ++l) x[l] = l; return x; }
 
-// Rows of the right-hand side of a product: `count` rows from `rows` on, `stride` floats apart. A product runs over
+// Rows of the right-hand side of a product: `count` rows from `rows` on (the product gives their stride). A product runs over
 // a list of them, e.g. the key blocks of one query block wherever they lie in the key tensor.
 struct Run {
   const float* rows;
@@ -163,6 +163,11 @@ static inline uint32_t head_key(int64_t seed, int64_t bh) {
 }
 // Kept iff the top 24 bits of the hash reach the threshold ceil(p * 2^24).
 static inline uint32_t drop_threshold(double p) { return (uint32_t)std::ceil(p * 16777216.0); }
+// Whether (query token t, key token j) is kept: one query (uint32_t) or VL consecutive queries (vu) at once.
+template <typename U>
+static inline auto kept(uint32_t key, U t, int64_t L, int64_t j, uint32_t threshold) {
+  return (mix(key ^ (t * (uint32_t)L + (uint32_t)j)) >> 8) >= threshold;
+}
 
 torch::Tensor dropout_keep(int64_t seed, int64_t BH, int64_t L, double p) {  // the dense mask, for tests
   auto keep = torch::zeros({BH, L, L}, torch::kBool);
@@ -172,7 +177,7 @@ torch::Tensor dropout_keep(int64_t seed, int64_t BH, int64_t L, double p) {  // 
     const uint32_t key = head_key(seed, bh);
     for (int64_t t = 0; t < L; ++t)
       for (int64_t j = 0; j < L; ++j)
-        KEEP[(bh * L + t) * L + j] = (mix(key ^ (uint32_t)(t * L + j)) >> 8) >= threshold;
+        KEEP[(bh * L + t) * L + j] = kept(key, (uint32_t)t, L, j, threshold);
   }
   return keep;
 }
@@ -185,10 +190,8 @@ static void drop(float* s, int QW, const std::vector<int>& key_tokens, uint32_t 
   const float keep_scale = (float)(1.0 / (1.0 - p));
   for (size_t c = 0; c < key_tokens.size(); ++c)
     for (int r = 0; r < QW; r += VL) {
-      const vu t = lanes() + (uint32_t)(first_query + r);
-      const vu hash = mix(key ^ (t * (uint32_t)L + (uint32_t)key_tokens[c]));
-      const vi kept = (hash >> 8) >= threshold;
-      const vf multiplier = (vf)((vi)splat(keep_scale) & kept);
+      const vi keep = kept(key, lanes() + (uint32_t)(first_query + r), L, key_tokens[c], threshold);
+      const vf multiplier = (vf)((vi)splat(keep_scale) & keep);
       store(s + c * QW + r, load(s + c * QW + r) * multiplier);
       if (multipliers) store(multipliers + c * QW + r, multiplier);
     }
@@ -429,8 +432,9 @@ def fused_block_attention(query, key, value, layout, scaling: float, dropout: fl
                           seed: int | None = None) -> torch.Tensor:
     """``query/key/value [B, H, L, D]`` (fp32, CPU) → ``[B, L, H, D]``, the same function as the other backends.
 
-    The projections arrive as ``[B, H, L, D]`` views of ``[B, L, H, D]`` memory; the kernel reads that memory as it
-    is (no head-major copies) and writes the output in the layout the caller reshapes to ``[B, L, hidden]``.
+    The projections arrive as ``[B, H, L, D]`` views of ``[B, L, H, D]`` memory; the kernel reads the queries in
+    place, copies keys and values head-major once (contiguous blocks to gather) and writes the output in the layout
+    the caller reshapes to ``[B, L, hidden]``.
     ``dropout`` drops attention probabilities (inverted dropout); the mask comes from a hash of ``seed`` (drawn from
     torch's generator when ``None``, so ``torch.manual_seed`` makes it reproducible) and the token indices.
     """
