@@ -106,6 +106,47 @@ def test_fused_kernel_handles_any_block_size_and_head_dim(block, head_dim):
     assert_same_outputs_and_gradients(actual, expected, inputs, reference_inputs)
 
 
+@pytest.mark.parametrize("memory", ["head_major", "token_major", "strided_head_dim"])
+def test_fused_kernel_reads_queries_keys_values_in_any_memory_layout(memory):
+    """The kernel reads q/k/v in place ([B, H, L, D] memory, the projections' [B, L, H, D] memory, or a copy where D
+    is not contiguous) and copies key/value blocks per thread: the same function in every case."""
+    require_fused_kernel()
+    layout = random_layout([96, 61], 96, seed=3)
+    reference_inputs = qkv(2, 96, heads=4)
+
+    def arrange(tensor):
+        tensor = tensor.detach()
+        if memory == "token_major":
+            return tensor.transpose(1, 2).contiguous().transpose(1, 2)
+        if memory == "strided_head_dim":
+            return torch.stack([tensor, -tensor], dim=-1)[..., 0]
+        return tensor.clone()
+
+    inputs = [arrange(t).requires_grad_() for t in reference_inputs]
+    assert inputs[0].stride(-1) == (2 if memory == "strided_head_dim" else 1)
+    expected = run("eager", layout, *reference_inputs)
+    actual = run("sasa_blocks", layout, *inputs)
+    assert_same_outputs_and_gradients(actual, expected, inputs, reference_inputs)
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_fused_kernel_copies_never_serve_another_example_or_head(heads):
+    """One thread runs every (example, head) in turn, reusing its scratch of copied key/value blocks: a block copied
+    for one example or head must never be read for the next (same block indices, other data)."""
+    require_fused_kernel()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        layout = random_layout([96, 96, 80], 96, seed=5)
+        reference_inputs = qkv(3, 96, heads=heads, seed=heads)
+        inputs = [t.detach().clone().requires_grad_() for t in reference_inputs]
+        expected = run("eager", layout, *reference_inputs)
+        actual = run("sasa_blocks", layout, *inputs)
+        assert_same_outputs_and_gradients(actual, expected, inputs, reference_inputs)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_fused_kernel_is_the_default_cpu_path():
     require_fused_kernel()
     query = torch.randn(1, 2, 64, 16)

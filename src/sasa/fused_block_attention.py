@@ -1,17 +1,21 @@
 """A fused block-sparse attention kernel for the CPU (fp32): the fast path of ``"sasa_blocks"``.
 
-For each (example, head, query block) the kernel computes the transposed scores ``S^T [keys, block]`` of the query
-block against its key blocks, read in place wherever they lie in the sequence, runs the softmax while they are still
-in cache (vectorised over the block's queries, so no horizontal reductions), and multiplies with the value blocks.
-Nothing of size ``[L, heads, keys]`` ever goes through memory, which is what bounds the composite PyTorch path on a
-CPU. The backward pass recomputes the probabilities from the saved log-sum-exp (flash-attention style) and runs one
-thread per (example, head), so key/value gradients need no atomics.
+For each (example, head, query block) the kernel computes the scores ``S [block, keys]`` of the query block against
+its key blocks, runs the softmax while they are still in cache and multiplies with the value blocks. Nothing of size
+``[L, heads, keys]`` ever goes through memory, which is what bounds the composite PyTorch path on a CPU. The
+backward pass recomputes the probabilities from the saved log-sum-exp (flash-attention style) and runs one thread per
+(example, head), so key/value gradients need no atomics.
+
+Queries, keys and values are read in place from the projections' ``[B, L, H, D]`` memory. Each thread copies the key
+and value blocks it uses, on first use, into a head-major scratch in the forms its products read (``K^T`` pre-scaled
+for the scores, ``V`` for the output; the backward pass also ``K`` and ``V^T``): a block gathered from anywhere in the
+sequence is then one contiguous run, transposed once per head instead of once per use, and no ``[B, H, L, D]`` copy is
+made per call.
 
 All products go through one register-tiled micro-kernel (``tile``: a 4x4 or 8x2 tile of SIMD vectors, the left
 operand broadcast from memory) written with GCC/Clang vector extensions, so the same source builds for AVX-512, AVX2
-or SSE, whatever ``-march=native`` finds; block sizes and head dims that are not multiples of the vector width take
-padded columns and a scalar tail. Keys and values are copied head-major once per call so that a gathered block is
-one contiguous run of memory.
+or SSE, whatever ``-march=native`` finds; its right operand is taken in L1-sized chunks. Block sizes and head dims
+that are not multiples of the vector width take padded columns and a scalar tail.
 
 The C++ source below is compiled on first use with ``torch.utils.cpp_extension.load_inline`` (needs a C++ compiler
 and ninja; about 40 s, cached in ``TORCH_EXTENSIONS_DIR`` afterwards). Where compilation is impossible, or
@@ -36,6 +40,9 @@ _SOURCE = r"""
 #include <ATen/Parallel.h>
 #include <cmath>
 #include <cstdint>
+#include <algorithm>
+#include <cstring>
+#include <memory>
 #include <vector>
 
 // One SIMD register of floats through GCC/Clang vector extensions: AVX-512, AVX or SSE, whatever -march=native has.
@@ -58,7 +65,6 @@ static inline vf splat(float s) {  // one vbroadcastss (adding s to a zero vecto
   const vf x = {s};
   return __builtin_shuffle(x, (vi){});
 }
-static inline vu lanes() { vu x; for (int l = 0; l < VL; ++l) x[l] = l; return x; }
 
 // Rows of the right-hand side of a product: `count` rows from `rows` on (the product gives their stride). A product runs over
 // a list of them, e.g. the key blocks of one query block wherever they lie in the key tensor.
@@ -69,8 +75,8 @@ struct Run {
 
 // out[m, 0:N] (+)= sum_k A[m * sm + k * sk] * Y_k[0:N] for m < M, where Y_0, Y_1, ... are the rows of `runs` in
 // order (row stride ldy): the one matrix product of this file. Every product of attention has this shape with the
-// left side broadcast from memory, so strided operands (rows of one head inside a [B, L, H, D] tensor, transposed
-// score tiles, key blocks anywhere in the sequence) are read in place. A register tile of R rows x NV vectors.
+// left side broadcast from memory, so strided operands (rows of one head inside a [B, L, H, D] tensor, columns of
+// a score tile, key blocks anywhere in the sequence) are read in place. A register tile of R rows x NV vectors.
 template <int R, int NV>
 static inline void tile(float* out, int64_t ldo, const float* A, int64_t sm, int64_t sk, const Run* runs,
                         int num_runs, int64_t ldy, int column, bool accumulate) {
@@ -108,8 +114,8 @@ static inline void tile_rows(float* out, int64_t ldo, int M, const float* A, int
     tile<1, NV>(out + m * ldo + column, ldo, A + m * sm, sm, sk, runs, num_runs, ldy, column, accumulate);
 }
 
-static void product(float* out, int64_t ldo, int M, int N, const float* A, int64_t sm, int64_t sk, const Run* runs,
-                    int num_runs, int64_t ldy, bool accumulate) {
+static void product_in_cache(float* out, int64_t ldo, int M, int N, const float* A, int64_t sm, int64_t sk,
+                             const Run* runs, int num_runs, int64_t ldy, bool accumulate) {
   constexpr int R = VL == 16 ? 4 : 2;  // 16 (AVX-512) or 8 accumulators of 4 vectors
   int n = 0;
   for (; n + 4 * VL <= N; n += 4 * VL) tile_rows<R, 4>(out, ldo, M, A, sm, sk, runs, num_runs, ldy, n, accumulate);
@@ -124,6 +130,21 @@ static void product(float* out, int64_t ldo, int M, int N, const float* A, int64
         for (int x = 0; x < runs[run].count; ++x, a_k += sk) s += *a_k * runs[run].rows[x * ldy + n];
       out[m * ldo + n] = s;
     }
+}
+
+// Every tile of output rows passes over all rows of `runs`: they are taken in chunks of at most 24 KB, which stay in
+// L1 while all tiles pass over them (accumulating in `out` from the second chunk on).
+static void product(float* out, int64_t ldo, int M, int N, const float* A, int64_t sm, int64_t sk, const Run* runs,
+                    int num_runs, int64_t ldy, bool accumulate) {
+  const int chunk_rows = std::max(1, 24576 / (int)(sizeof(float) * N));
+  for (int first = 0; first < num_runs;) {
+    int last = first, rows = 0;
+    do rows += runs[last++].count; while (last < num_runs && rows + runs[last].count <= chunk_rows);
+    product_in_cache(out, ldo, M, N, A, sm, sk, runs + first, last - first, ldy, accumulate);
+    A += rows * sk;
+    accumulate = true;
+    first = last;
+  }
 }
 
 static void product(float* out, int64_t ldo, int M, int N, const float* A, int64_t sm, int64_t sk, int K,
@@ -163,10 +184,10 @@ static inline uint32_t head_key(int64_t seed, int64_t bh) {
 }
 // Kept iff the top 24 bits of the hash reach the threshold ceil(p * 2^24).
 static inline uint32_t drop_threshold(double p) { return (uint32_t)std::ceil(p * 16777216.0); }
-// Whether (query token t, key token j) is kept: one query (uint32_t) or VL consecutive queries (vu) at once.
+// Whether (query token t, key token j) is kept, from pair = t * L + j (mod 2^32): one pair (uint32_t) or VL (vu).
 template <typename U>
-static inline auto kept(uint32_t key, U t, int64_t L, int64_t j, uint32_t threshold) {
-  return (mix(key ^ (t * (uint32_t)L + (uint32_t)j)) >> 8) >= threshold;
+static inline auto kept(uint32_t key, U pair, uint32_t threshold) {
+  return (mix(key ^ pair) >> 8) >= threshold;
 }
 
 torch::Tensor dropout_keep(int64_t seed, int64_t BH, int64_t L, double p) {  // the dense mask, for tests
@@ -176,25 +197,9 @@ torch::Tensor dropout_keep(int64_t seed, int64_t BH, int64_t L, double p) {  // 
   for (int64_t bh = 0; bh < BH; ++bh) {
     const uint32_t key = head_key(seed, bh);
     for (int64_t t = 0; t < L; ++t)
-      for (int64_t j = 0; j < L; ++j)
-        KEEP[(bh * L + t) * L + j] = kept(key, (uint32_t)t, L, j, threshold);
+      for (int64_t j = 0; j < L; ++j) KEEP[(bh * L + t) * L + j] = kept(key, (uint32_t)(t * L + j), threshold);
   }
   return keep;
-}
-
-// scores^T [W, QW] (one row per key token, one column per query token of the block) *= keep / (1 - p); the
-// multipliers go to `multipliers` too when given (the backward pass applies them to dP as well).
-static void drop(float* s, int QW, const std::vector<int>& key_tokens, uint32_t key, int64_t first_query, int64_t L,
-                 double p, float* multipliers) {
-  const uint32_t threshold = drop_threshold(p);
-  const float keep_scale = (float)(1.0 / (1.0 - p));
-  for (size_t c = 0; c < key_tokens.size(); ++c)
-    for (int r = 0; r < QW; r += VL) {
-      const vi keep = kept(key, lanes() + (uint32_t)(first_query + r), L, key_tokens[c], threshold);
-      const vf multiplier = (vf)((vi)splat(keep_scale) & keep);
-      store(s + c * QW + r, load(s + c * QW + r) * multiplier);
-      if (multipliers) store(multipliers + c * QW + r, multiplier);
-    }
 }
 
 // A [B, L, H, D] float tensor with unit stride over D, any other strides: the rows of one head are `row` apart.
@@ -208,86 +213,173 @@ struct Heads {
   float* at(int64_t b, int64_t h, int64_t token) const { return data + b * batch + h * head + token * row; }
 };
 
-// The per-thread scratch of one (example, head, query block).
+// One stage of an in-register transpose of a VL x VL tile (rows x[0..VL)): swaps its off-diagonal S x S blocks.
+template <int S>
+static inline void transpose_stage(vf* x) {
+  vi low, high;
+  for (int l = 0; l < VL; ++l) low[l] = (l & S) ? VL + l - S : l, high[l] = (l & S) ? VL + l : l + S;
+  for (int i = 0; i < VL; ++i)
+    if (!(i & S)) {
+      const vf a = x[i], b = x[i + S];
+      x[i] = __builtin_shuffle(a, b, low);
+      x[i + S] = __builtin_shuffle(a, b, high);
+    }
+}
+
+// out [D, b] <- factor * x^T for b rows of x (stride ld): whole VL x VL tiles in registers, the rest element-wise.
+static void transpose_rows(float* out, const float* x, int64_t ld, int bs, int D, float factor) {
+  if (bs % VL || D % VL) {
+    for (int d = 0; d < D; ++d)
+      for (int c = 0; c < bs; ++c) out[d * bs + c] = x[c * ld + d] * factor;
+    return;
+  }
+  for (int c = 0; c < bs; c += VL)
+    for (int d = 0; d < D; d += VL) {
+      vf tile[VL];
+      for (int l = 0; l < VL; ++l) tile[l] = load(x + (c + l) * ld + d) * factor;
+      if (VL >= 16) transpose_stage<8>(tile);
+      if (VL >= 8) transpose_stage<4>(tile);
+      transpose_stage<2>(tile);
+      transpose_stage<1>(tile);
+      for (int l = 0; l < VL; ++l) store(out + (d + l) * bs + c, tile[l]);
+    }
+}
+
+static int padded(int64_t x) { return (int)((x + VL - 1) / VL * VL); }
+
+// What a pass reads of a key block: K^T [D, b] (pre-scaled, for the scores), K [b, D], V^T [D, b], V [b, D].
+enum Form { KEYS_T, KEYS, VALUES_T, VALUES, NUM_FORMS };
+
+// A thread's scratch. Key/value blocks are copied head-major on first use, in the forms its pass reads: a block
+// gathered from anywhere in the sequence is then one contiguous run, transposed once per head, not once per use, and
+// only the blocks a thread needs are ever copied (or paged in).
 struct Scratch {
-  std::vector<float> qt, gt, p, dp, kept, multipliers, row_values;
-  std::vector<int> key_tokens;
-  std::vector<Run> key_runs, value_runs;
+  std::vector<float> p, dp, dropped, multipliers, row_values, row_lse, row_delta;
+  std::vector<int> key_tokens;  // of the current query block, layout order, padded to a whole vector
+  std::vector<const float*> blocks[NUM_FORMS];  // the current query block's key blocks, per form
+  std::vector<Run> runs[NUM_FORMS];
+  int bs, D;
+  std::vector<Form> forms;
+  int64_t slot;                    // floats per copied block: one [b, D] matrix per form
+  std::unique_ptr<float[]> copies;  // uninitialised: a block's slot is written before it is read
+  std::vector<int64_t> copied_for;  // per key block: the (example * H + head) its slot holds, or -1
+  Scratch(int64_t n, int bs, int D, std::vector<Form> forms)
+      : bs(bs), D(D), forms(forms), slot((int64_t)forms.size() * bs * D), copies(new float[n * slot]),
+        copied_for(n, -1) {}
+
+  // Gathers the `num` key blocks `idx` of one query block of head (b, h); returns the number of key tokens.
+  int gather(const int* idx, int num, const Heads& k, const Heads& v, int64_t b, int64_t h, int64_t H, float scale) {
+    const int W = num * bs, SW = padded(W);
+    key_tokens.resize(SW);
+    for (int f = 0; f < NUM_FORMS; ++f) blocks[f].resize(num), runs[f].resize(num);
+    for (int t = 0; t < num; ++t) {
+      const int64_t first = (int64_t)idx[t] * bs;
+      float* block = copies.get() + idx[t] * slot;
+      const bool fresh = copied_for[idx[t]] != b * H + h;
+      copied_for[idx[t]] = b * H + h;
+      for (size_t x = 0; x < forms.size(); ++x, block += bs * D) {
+        blocks[forms[x]][t] = block;
+        runs[forms[x]][t] = Run{block, bs};
+        if (!fresh) continue;
+        const Heads& src = forms[x] == KEYS_T || forms[x] == KEYS ? k : v;
+        const float factor = forms[x] == KEYS_T ? scale : 1.f;
+        const float* rows = src.at(b, h, first);
+        if (forms[x] == KEYS_T || forms[x] == VALUES_T) {
+          transpose_rows(block, rows, src.row, bs, D, factor);
+        } else {
+          for (int c = 0; c < bs; ++c) std::memcpy(block + c * D, rows + c * src.row, sizeof(float) * D);
+        }
+      }
+      for (int c = 0; c < bs; ++c) key_tokens[t * bs + c] = (int)(first + c);
+    }
+    for (int c = W; c < SW; ++c) key_tokens[c] = key_tokens[0];  // padding columns: any real token
+    return W;
+  }
 };
 
-// x^T [D, QW] <- scale * rows 0..bs of x (row stride ld); columns bs..QW are zero.
-static void transpose_block(const float* x, int64_t ld, int bs, int D, int QW, float scale, std::vector<float>& out) {
-  out.assign((size_t)D * QW, 0.f);
+// out [b, SW] <- x [b rows of ld] . Y^T for the key blocks Y^T [D, b] of `blocks`: scores (x = q, Y^T = scaled K^T)
+// or dP (x = dO, Y^T = V^T); columns past the W key tokens are `fill`.
+static void block_products(float* out, int SW, const float* x, int64_t ld, const std::vector<const float*>& blocks,
+                           int bs, int D, float fill) {
+  for (size_t t = 0; t < blocks.size(); ++t) product(out + t * bs, SW, bs, bs, x, ld, 1, D, blocks[t], bs, false);
+  const int W = (int)blocks.size() * bs;
   for (int r = 0; r < bs; ++r)
-    for (int d = 0; d < D; ++d) out[(size_t)d * QW + r] = x[r * ld + d] * scale;
+    for (int c = W; c < SW; ++c) out[r * SW + c] = fill;
 }
 
-// The keys of one query block: their token indices (layout order) and their rows in k and v, one run per block.
-static int gather_keys(const int* idx, int num, int bs, const Heads& k, const Heads& v, int64_t b, int64_t h,
-                       Scratch& w) {
-  w.key_tokens.resize((size_t)num * bs);
-  w.key_runs.resize(num);
-  w.value_runs.resize(num);
-  for (int t = 0; t < num; ++t) {
-    for (int c = 0; c < bs; ++c) w.key_tokens[t * bs + c] = idx[t] * bs + c;
-    w.key_runs[t] = Run{k.at(b, h, (int64_t)idx[t] * bs), (int)bs};
-    w.value_runs[t] = Run{v.at(b, h, (int64_t)idx[t] * bs), (int)bs};
-  }
-  return num * bs;
-}
-
-// S^T [W, QW]: S^T[c, r] = y_c . x_r for the rows y_c of `runs` (x^T is [D, QW]); with `valid`, the rows of
-// invalid keys are -1e30 (zero after the softmax).
-static void scores_t(float* s, int QW, const float* xt, const std::vector<Run>& runs, int64_t ld, int D,
-                     const std::vector<int>& key_tokens, const bool* valid) {
-  for (size_t t = 0; t < runs.size(); ++t)
-    product(s + t * runs[t].count * QW, QW, runs[t].count, QW, runs[t].rows, ld, 1, D, xt, QW, false);
-  for (size_t c = 0; valid && c < key_tokens.size(); ++c)
+// Scores of key tokens that are padding: -1e30, zero after the softmax.
+static void mask_invalid_keys(float* s, int SW, int bs, int W, const std::vector<int>& key_tokens, const bool* valid) {
+  for (int c = 0; c < W; ++c)
     if (!valid[key_tokens[c]])
-      for (int r = 0; r < QW; ++r) s[c * QW + r] = -1e30f;
+      for (int r = 0; r < bs; ++r) s[r * SW + c] = -1e30f;
 }
 
-static int padded(int64_t bs) { return (int)((bs + VL - 1) / VL * VL); }
+// Dropout of the probabilities p [b, SW] of query tokens first_query.. (inverted: kept ones scaled by 1/(1-p));
+// `dropped` gets the result and `multipliers`, when given, the factors (the backward pass applies them to dP).
+static void drop(const float* p, float* dropped, int SW, int bs, const std::vector<int>& key_tokens, uint32_t key,
+                 int64_t first_query, int64_t L, double rate, float* multipliers) {
+  const uint32_t threshold = drop_threshold(rate);
+  const float keep_scale = (float)(1.0 / (1.0 - rate));
+  for (int r = 0; r < bs; ++r) {
+    const vu row = (vu){} + (uint32_t)((first_query + r) * L);
+    for (int c = 0; c < SW; c += VL) {
+      vu columns;
+      for (int l = 0; l < VL; ++l) columns[l] = (uint32_t)key_tokens[c + l];
+      const vi keep = kept(key, row + columns, threshold);
+      const vf multiplier = (vf)((vi)splat(keep_scale) & keep);
+      store(dropped + r * SW + c, load(p + r * SW + c) * multiplier);
+      if (multipliers) store(multipliers + r * SW + c, multiplier);
+    }
+  }
+}
 
-// q, k, v: [B, L, H, D] (any strides with contiguous D; keys and values are fastest head-major). Returns the output
+static inline float horizontal_max(vf x) { float m = x[0]; for (int l = 1; l < VL; ++l) m = std::max(m, x[l]); return m; }
+static inline float horizontal_sum(vf x) { float s = 0.f; for (int l = 0; l < VL; ++l) s += x[l]; return s; }
+
+// q, k, v: [B, L, H, D], any strides with contiguous D (the projections' memory, read in place). Returns the output
 // [B, L, H, D] and the log-sum-exp of every query's scores [B * H, L].
 std::vector<torch::Tensor> forward(torch::Tensor q, torch::Tensor k, torch::Tensor v, torch::Tensor kv_num,
                                    torch::Tensor kv_idx, torch::Tensor valid, int64_t bs, double scale,
                                    double dropout, int64_t seed) {
   const int64_t B = q.size(0), L = q.size(1), H = q.size(2), D = q.size(3), n = L / bs;
-  const int QW = padded(bs);
-  auto out = torch::zeros({B, L, H, D}, q.options());
-  auto lse = torch::zeros({B * H, L}, q.options());
+  auto out = torch::empty({B, L, H, D}, q.options());
+  auto lse = torch::empty({B * H, L}, q.options());
   const Heads Q(q), K(k), V(v), O(out);
   const int *NUM = kv_num.data_ptr<int>(), *IDX = kv_idx.data_ptr<int>();
   const bool* VALID = valid.data_ptr<bool>();
   float* LSE = lse.data_ptr<float>();
   at::parallel_for(0, B * H * n, 1, [&](int64_t begin, int64_t end) {
-    Scratch w;
-    w.row_values.resize(QW);
+    Scratch w(n, (int)bs, (int)D, {KEYS_T, VALUES});
     for (int64_t row = begin; row < end; ++row) {
       const int64_t bh = row / n, i = row % n, b = bh / H, h = bh % H;
       const int num = NUM[b * n + i];
-      if (num == 0) continue;  // a padding query block: no keys, zero output
-      const int W = gather_keys(IDX + (b * n + i) * n, num, (int)bs, K, V, b, h, w);
-      transpose_block(Q.at(b, h, i * bs), Q.row, (int)bs, (int)D, QW, (float)scale, w.qt);
-      w.p.resize((size_t)W * QW);
+      float* o = O.at(b, h, i * bs);
+      if (num == 0) {  // a padding query block: no keys, zero output
+        for (int r = 0; r < bs; ++r) std::memset(o + r * O.row, 0, sizeof(float) * D), LSE[bh * L + i * bs + r] = 0.f;
+        continue;
+      }
+      const int W = w.gather(IDX + (b * n + i) * n, num, K, V, b, h, H, (float)scale), SW = padded(W);
+      w.p.resize((size_t)bs * SW);
+      w.row_values.resize(bs);
       float* s = w.p.data();
-      scores_t(s, QW, w.qt.data(), w.key_runs, K.row, (int)D, w.key_tokens, VALID + b * L);
-      for (int r = 0; r < QW; r += VL) {  // softmax over keys (rows), vectorised over query tokens (columns)
+      block_products(s, SW, Q.at(b, h, i * bs), Q.row, w.blocks[KEYS_T], (int)bs, (int)D, -INFINITY);
+      mask_invalid_keys(s, SW, (int)bs, W, w.key_tokens, VALID + b * L);
+      for (int r = 0; r < bs; ++r) {  // softmax over the row's keys; normalised on the output row below
+        float* x = s + r * SW;
         vf m = splat(-1e30f), sum = splat(0.f);
-        for (int c = 0; c < W; ++c) { const vf x = load(s + (size_t)c * QW + r); m = x > m ? x : m; }
-        for (int c = 0; c < W; ++c) {
-          const vf e = exp_nonpositive(load(s + (size_t)c * QW + r) - m);
-          store(s + (size_t)c * QW + r, e);
+        for (int c = 0; c < SW; c += VL) m = load(x + c) > m ? load(x + c) : m;
+        const vf row_max = splat(horizontal_max(m));
+        for (int c = 0; c < SW; c += VL) {
+          const vf e = exp_nonpositive(load(x + c) - row_max);
+          store(x + c, e);
           sum += e;
         }
-        store(w.row_values.data() + r, 1.f / sum);  // normalised on the output rows below
-        for (int l = 0; l < VL && r + l < bs; ++l) LSE[bh * L + i * bs + r + l] = m[l] + std::log(sum[l]);
+        const float total = horizontal_sum(sum);
+        w.row_values[r] = 1.f / total;
+        LSE[bh * L + i * bs + r] = row_max[0] + std::log(total);
       }
-      if (dropout > 0) drop(s, QW, w.key_tokens, head_key(seed, bh), i * bs, L, dropout, nullptr);
-      float* o = O.at(b, h, i * bs);  // out[r, :] = sum_c P^T[c, r] v_c / sum_r
-      product(o, O.row, (int)bs, (int)D, s, 1, QW, w.value_runs.data(), num, V.row, false);
+      if (dropout > 0) drop(s, s, SW, (int)bs, w.key_tokens, head_key(seed, bh), i * bs, L, dropout, nullptr);
+      product(o, O.row, (int)bs, (int)D, s, SW, 1, w.runs[VALUES].data(), num, D, false);  // P . V
       for (int r = 0; r < bs; ++r)
         for (int d = 0; d < D; ++d) o[r * O.row + d] *= w.row_values[r];
     }
@@ -299,7 +391,6 @@ std::vector<torch::Tensor> backward(torch::Tensor q, torch::Tensor k, torch::Ten
                                     torch::Tensor lse, torch::Tensor grad, torch::Tensor kv_num, torch::Tensor kv_idx,
                                     torch::Tensor valid, int64_t bs, double scale, double dropout, int64_t seed) {
   const int64_t B = q.size(0), L = q.size(1), H = q.size(2), D = q.size(3), n = L / bs;
-  const int QW = padded(bs);
   auto dq = torch::zeros_like(q), dk = torch::zeros_like(k), dv = torch::zeros_like(v);
   const Heads Q(q), K(k), V(v), O(out), G(grad), DQ(dq), DK(dk), DV(dv);
   const float* LSE = lse.data_ptr<float>();
@@ -308,52 +399,47 @@ std::vector<torch::Tensor> backward(torch::Tensor q, torch::Tensor k, torch::Ten
   const float fscale = (float)scale;
   // One task per (example, head): the key/value gradients of a head are written by one thread only.
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-    Scratch w;
-    std::vector<float> lse_row(QW), delta(QW);
+    Scratch w(n, (int)bs, (int)D, {KEYS_T, KEYS, VALUES_T});
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H;
       const uint32_t key = head_key(seed, bh);
       for (int64_t i = 0; i < n; ++i) {
         const int num = NUM[b * n + i];
         if (num == 0) continue;
-        const int W = gather_keys(IDX + (b * n + i) * n, num, (int)bs, K, V, b, h, w);
+        const int W = w.gather(IDX + (b * n + i) * n, num, K, V, b, h, H, fscale), SW = padded(W);
         const float *q_rows = Q.at(b, h, i * bs), *o_rows = O.at(b, h, i * bs), *g_rows = G.at(b, h, i * bs);
-        transpose_block(q_rows, Q.row, (int)bs, (int)D, QW, fscale, w.qt);
-        transpose_block(g_rows, G.row, (int)bs, (int)D, QW, 1.f, w.gt);
-        w.p.resize((size_t)W * QW);
-        w.dp.resize((size_t)W * QW);
+        w.p.resize((size_t)bs * SW);
+        w.dp.resize((size_t)bs * SW);
+        w.row_delta.resize(bs);
         float *p = w.p.data(), *dp = w.dp.data();
-        scores_t(p, QW, w.qt.data(), w.key_runs, K.row, (int)D, w.key_tokens, VALID + b * L);
-        scores_t(dp, QW, w.gt.data(), w.value_runs, V.row, (int)D, w.key_tokens, nullptr);  // dP^T = v . dO
-        for (int r = 0; r < QW; ++r) {
-          lse_row[r] = r < bs ? LSE[bh * L + i * bs + r] : 0.f;
-          float d = 0.f;
-          for (int c = 0; r < bs && c < D; ++c) d += g_rows[r * G.row + c] * o_rows[r * O.row + c];
-          delta[r] = d;
+        block_products(p, SW, q_rows, Q.row, w.blocks[KEYS_T], (int)bs, (int)D, -INFINITY);  // the scores again
+        mask_invalid_keys(p, SW, (int)bs, W, w.key_tokens, VALID + b * L);
+        block_products(dp, SW, g_rows, G.row, w.blocks[VALUES_T], (int)bs, (int)D, 0.f);  // dP = dO . V^T
+        for (int r = 0; r < bs; ++r) {  // P = exp(S - lse), then dS = P * (dP - delta) * scale
+          float delta = 0.f;
+          for (int d = 0; d < D; ++d) delta += g_rows[r * G.row + d] * o_rows[r * O.row + d];
+          const vf row_lse = splat(LSE[bh * L + i * bs + r]);
+          for (int c = 0; c < SW; c += VL) store(p + r * SW + c, exp_nonpositive(load(p + r * SW + c) - row_lse));
+          w.row_delta[r] = delta;
         }
-        for (int c = 0; c < W; ++c)  // the probabilities
-          for (int r = 0; r < QW; r += VL)
-            store(p + (size_t)c * QW + r, exp_nonpositive(load(p + (size_t)c * QW + r) - load(lse_row.data() + r)));
-        const float* dropped = p;  // what the forward multiplied with v
+        const float* dropped = p;  // what the forward multiplied with V
         if (dropout > 0) {
-          w.kept.assign(p, p + (size_t)W * QW);
-          w.multipliers.resize((size_t)W * QW);
-          drop(w.kept.data(), QW, w.key_tokens, key, i * bs, L, dropout, w.multipliers.data());
-          for (size_t x = 0; x < (size_t)W * QW; x += VL) store(dp + x, load(dp + x) * load(w.multipliers.data() + x));
-          dropped = w.kept.data();
+          w.dropped.resize((size_t)bs * SW);
+          w.multipliers.resize((size_t)bs * SW);
+          drop(p, w.dropped.data(), SW, (int)bs, w.key_tokens, key, i * bs, L, dropout, w.multipliers.data());
+          for (size_t x = 0; x < (size_t)bs * SW; x += VL) store(dp + x, load(dp + x) * load(w.multipliers.data() + x));
+          dropped = w.dropped.data();
         }
-        // dS = P * (dP - delta) * scale, the gradient of the unscaled q . k (masked keys: P = 0, and dP is finite).
-        for (int c = 0; c < W; ++c)
-          for (int r = 0; r < QW; r += VL) {
-            float* x = dp + (size_t)c * QW + r;
-            store(x, load(p + (size_t)c * QW + r) * (load(x) - load(delta.data() + r)) * fscale);
-          }
-        product(DQ.at(b, h, i * bs), DQ.row, (int)bs, (int)D, dp, 1, QW, w.key_runs.data(), num, K.row, false);
-        for (int t = 0; t < num; ++t) {
+        for (int r = 0; r < bs; ++r) {  // the gradient of the unscaled q . k (masked keys: P = 0, dP finite)
+          const vf delta = splat(w.row_delta[r]);
+          for (int c = 0; c < SW; c += VL)
+            store(dp + r * SW + c, load(p + r * SW + c) * (load(dp + r * SW + c) - delta) * fscale);
+        }
+        product(DQ.at(b, h, i * bs), DQ.row, (int)bs, (int)D, dp, SW, 1, w.runs[KEYS].data(), num, D, false);
+        for (int t = 0; t < num; ++t) {  // dK_t = dS[:, t]^T . q and dV_t = P[:, t]^T . dO, accumulated
           const int64_t first = (int64_t)w.key_tokens[t * bs];
-          const size_t at = (size_t)t * bs * QW;
-          product(DK.at(b, h, first), DK.row, (int)bs, (int)D, dp + at, QW, 1, (int)bs, q_rows, Q.row, true);
-          product(DV.at(b, h, first), DV.row, (int)bs, (int)D, dropped + at, QW, 1, (int)bs, g_rows, G.row, true);
+          product(DK.at(b, h, first), DK.row, (int)bs, (int)D, dp + t * bs, 1, SW, (int)bs, q_rows, Q.row, true);
+          product(DV.at(b, h, first), DV.row, (int)bs, (int)D, dropped + t * bs, 1, SW, (int)bs, g_rows, G.row, true);
         }
       }
     }
@@ -432,20 +518,16 @@ def fused_block_attention(query, key, value, layout, scaling: float, dropout: fl
                           seed: int | None = None) -> torch.Tensor:
     """``query/key/value [B, H, L, D]`` (fp32, CPU) → ``[B, L, H, D]``, the same function as the other backends.
 
-    The projections arrive as ``[B, H, L, D]`` views of ``[B, L, H, D]`` memory; the kernel reads the queries in
-    place, copies keys and values head-major once (contiguous blocks to gather) and writes the output in the layout
-    the caller reshapes to ``[B, L, hidden]``.
+    The projections arrive as ``[B, H, L, D]`` views of ``[B, L, H, D]`` memory; the kernel reads them in place (each
+    thread copies the key/value blocks it uses into its own scratch: at most ``2 * L * D`` floats forward and
+    ``3 * L * D`` backward per thread) and writes the output in the layout the caller reshapes to ``[B, L, hidden]``.
     ``dropout`` drops attention probabilities (inverted dropout); the mask comes from a hash of ``seed`` (drawn from
     torch's generator when ``None``, so ``torch.manual_seed`` makes it reproducible) and the token indices.
     """
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item()) if dropout > 0 else 0
-    q = query.transpose(1, 2)  # [B, L, H, D]: the projections' own memory, read in place
-    # Keys and values head-major ([B, H, L, D] memory, viewed [B, L, H, D]): the blocks a query block gathers from
-    # anywhere in the sequence are then contiguous 8 KB runs instead of rows 3 KB apart (~15 % faster overall).
-    k, v = (t.contiguous().transpose(1, 2) for t in (key, value))
-    if q.stride(-1) != 1:
-        q = q.contiguous()
+    # [B, L, H, D] views: the projections' own memory; only a non-unit stride over D needs a copy.
+    q, k, v = (t.transpose(1, 2) if t.stride(-1) == 1 else t.transpose(1, 2).contiguous() for t in (query, key, value))
     return _FusedBlockAttention.apply(q, k, v, layout.kv_num_blocks.contiguous(), layout.kv_indices.contiguous(),
                                       layout.token_valid.contiguous(), layout.block_size, float(scaling),
                                       float(dropout), seed)
