@@ -44,6 +44,9 @@ _SOURCE = r"""
 #include <cstring>
 #include <memory>
 #include <vector>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 // One SIMD register of floats through GCC/Clang vector extensions: AVX-512, AVX or SSE, whatever -march=native has.
 #if defined(__AVX512F__)
@@ -154,22 +157,33 @@ static void product(float* out, int64_t ldo, int M, int N, const float* A, int64
 }
 
 // exp(x) for x <= 0 (Cephes' polynomial after 2^n range reduction); exactly 0 below -87.
-static inline vf exp_nonpositive(vf x) {
-  const vi underflow = x < -87.f;
-  x = x < -87.f ? splat(-87.f) : x;
-  const vi n = __builtin_convertvector(x * 1.44269504088896341f - 0.5f, vi);  // round to nearest for x <= 0
-  const vf nf = __builtin_convertvector(n, vf);
-  const vf r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
+static inline vf exp_polynomial(vf r) {  // exp(r) for |r| <= ln(2) / 2
   vf p = splat(1.9875691500e-4f);
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.f;
-  const vf scale = (vf)((n + 127) << 23);
-  return (vf)((vi)(p * scale) & ~underflow);
+  return p * r * r + r + 1.f;
 }
+#if defined(__AVX512F__)
+static inline vf exp_nonpositive(vf x) {  // rounding and 2^n scaling in one instruction each
+  const __mmask16 normal = _mm512_cmp_ps_mask((__m512)x, (__m512)splat(-87.f), _CMP_GE_OQ);
+  const __m512 n = _mm512_roundscale_ps((__m512)(x * 1.44269504088896341f), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const vf nf = (vf)n;
+  const vf r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
+  return (vf)_mm512_maskz_scalef_ps(normal, (__m512)exp_polynomial(r), n);
+}
+#else
+static inline vf exp_nonpositive(vf x) {
+  const vi underflow = x < -87.f;
+  x = x < -87.f ? splat(-87.f) : x;
+  const vi n = __builtin_convertvector(x * 1.44269504088896341f - 0.5f, vi);  // round to nearest for x <= 0
+  const vf nf = __builtin_convertvector(n, vf);
+  const vf scale = (vf)((n + 127) << 23);
+  return (vf)((vi)(exp_polynomial(x - nf * 0.693359375f + nf * 2.12194440e-4f) * scale) & ~underflow);
+}
+#endif
 
 // Attention dropout: a counter-based hash of (seed, head, query token t, key token j) decides each keep, so the
 // backward pass replays the mask instead of storing it. mix is a bijection of 32 bits (lowbias32).
