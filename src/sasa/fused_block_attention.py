@@ -268,7 +268,7 @@ enum Form { KEYS_T, KEYS, VALUES_T, VALUES, NUM_FORMS };
 // gathered from anywhere in the sequence is then one contiguous run, transposed once per head, not once per use, and
 // only the blocks a thread needs are ever copied (or paged in).
 struct Scratch {
-  std::vector<float> p, dp, dropped, multipliers, row_values, row_lse, row_delta;
+  std::vector<float> p, dp, dropped, multipliers, row_values, row_delta;
   std::vector<int> key_tokens;  // of the current query block, layout order, padded to a whole vector
   std::vector<const float*> blocks[NUM_FORMS];  // the current query block's key blocks, per form
   std::vector<Run> runs[NUM_FORMS];
