@@ -270,8 +270,7 @@ enum Form { KEYS_T, KEYS, VALUES_T, VALUES, NUM_FORMS };
 struct Scratch {
   std::vector<float> p, dp, dropped, multipliers, row_values, row_delta;
   std::vector<int> key_tokens;  // of the current query block, layout order, padded to a whole vector
-  std::vector<const float*> blocks[NUM_FORMS];  // the current query block's key blocks, per form
-  std::vector<Run> runs[NUM_FORMS];
+  std::vector<Run> runs[NUM_FORMS];  // the current query block's key blocks, per form (one run each)
   int bs, D;
   std::vector<Form> forms;
   int64_t slot;                    // floats per copied block: one [b, D] matrix per form
@@ -285,21 +284,20 @@ struct Scratch {
   int gather(const int* idx, int num, const Heads& k, const Heads& v, int64_t b, int64_t h, int64_t H, float scale) {
     const int W = num * bs, SW = padded(W);
     key_tokens.resize(SW);
-    for (int f = 0; f < NUM_FORMS; ++f) blocks[f].resize(num), runs[f].resize(num);
+    for (int f = 0; f < NUM_FORMS; ++f) runs[f].resize(num);
     for (int t = 0; t < num; ++t) {
       const int64_t first = (int64_t)idx[t] * bs;
       float* block = copies.get() + idx[t] * slot;
       const bool fresh = copied_for[idx[t]] != b * H + h;
       copied_for[idx[t]] = b * H + h;
       for (size_t x = 0; x < forms.size(); ++x, block += bs * D) {
-        blocks[forms[x]][t] = block;
-        runs[forms[x]][t] = Run{block, bs};
+        const bool transposed = forms[x] == KEYS_T || forms[x] == VALUES_T;
+        runs[forms[x]][t] = Run{block, transposed ? D : bs};  // D rows of b, or b rows of D
         if (!fresh) continue;
         const Heads& src = forms[x] == KEYS_T || forms[x] == KEYS ? k : v;
-        const float factor = forms[x] == KEYS_T ? scale : 1.f;
         const float* rows = src.at(b, h, first);
-        if (forms[x] == KEYS_T || forms[x] == VALUES_T) {
-          transpose_rows(block, rows, src.row, bs, D, factor);
+        if (transposed) {
+          transpose_rows(block, rows, src.row, bs, D, forms[x] == KEYS_T ? scale : 1.f);
         } else {
           for (int c = 0; c < bs; ++c) std::memcpy(block + c * D, rows + c * src.row, sizeof(float) * D);
         }
@@ -313,9 +311,9 @@ struct Scratch {
 
 // out [b, SW] <- x [b rows of ld] . Y^T for the key blocks Y^T [D, b] of `blocks`: scores (x = q, Y^T = scaled K^T)
 // or dP (x = dO, Y^T = V^T); columns past the W key tokens are `fill`.
-static void block_products(float* out, int SW, const float* x, int64_t ld, const std::vector<const float*>& blocks,
-                           int bs, int D, float fill) {
-  for (size_t t = 0; t < blocks.size(); ++t) product(out + t * bs, SW, bs, bs, x, ld, 1, D, blocks[t], bs, false);
+static void block_products(float* out, int SW, const float* x, int64_t ld, const std::vector<Run>& blocks, int bs,
+                           float fill) {
+  for (size_t t = 0; t < blocks.size(); ++t) product(out + t * bs, SW, bs, bs, x, ld, 1, &blocks[t], 1, bs, false);
   const int W = (int)blocks.size() * bs;
   for (int r = 0; r < bs; ++r)
     for (int c = W; c < SW; ++c) out[r * SW + c] = fill;
@@ -376,7 +374,7 @@ std::vector<torch::Tensor> forward(torch::Tensor q, torch::Tensor k, torch::Tens
       w.p.resize((size_t)bs * SW);
       w.row_values.resize(bs);
       float* s = w.p.data();
-      block_products(s, SW, Q.at(b, h, i * bs), Q.row, w.blocks[KEYS_T], (int)bs, (int)D, -INFINITY);
+      block_products(s, SW, Q.at(b, h, i * bs), Q.row, w.runs[KEYS_T], (int)bs, -INFINITY);
       mask_invalid_keys(s, SW, (int)bs, W, w.key_tokens, VALID + b * L);
       for (int r = 0; r < bs; ++r) {  // softmax over the row's keys; normalised on the output row below
         float* x = s + r * SW;
@@ -426,9 +424,9 @@ std::vector<torch::Tensor> backward(torch::Tensor q, torch::Tensor k, torch::Ten
         w.dp.resize((size_t)bs * SW);
         w.row_delta.resize(bs);
         float *p = w.p.data(), *dp = w.dp.data();
-        block_products(p, SW, q_rows, Q.row, w.blocks[KEYS_T], (int)bs, (int)D, -INFINITY);  // the scores again
+        block_products(p, SW, q_rows, Q.row, w.runs[KEYS_T], (int)bs, -INFINITY);  // the scores again
         mask_invalid_keys(p, SW, (int)bs, W, w.key_tokens, VALID + b * L);
-        block_products(dp, SW, g_rows, G.row, w.blocks[VALUES_T], (int)bs, (int)D, 0.f);  // dP = dO . V^T
+        block_products(dp, SW, g_rows, G.row, w.runs[VALUES_T], (int)bs, 0.f);  // dP = dO . V^T
         for (int r = 0; r < bs; ++r) {  // P = exp(S - lse), then dS = P * (dP - delta) * scale
           float delta = 0.f;
           for (int d = 0; d < D; ++d) delta += g_rows[r * G.row + d] * o_rows[r * O.row + d];
