@@ -13,8 +13,10 @@ every budget is spent. Peers: RoBERTa (``sdpa``: PyTorch's flash-style CPU kerne
 
 The table gives each row's median time, first-run time, peak memory and, for SASA rows, the time ratio to each peer
 at the same length, mode and size. The attention-only section times the attention function alone (12 heads, head
-dim 64) and prints its GFLOP/s on the blocks it computes next to this machine's dense matmul GFLOP/s. The run ends
-with the project's targets, each marked met or missed.
+dim 64, at least 9 timed runs) and prints its GFLOP/s on the blocks it computes next to this machine's dense matmul
+GFLOP/s, timed in the same process after each of its runs (this host's speed drifts with other tenants' load, and
+the kernel's more than matmul's, so a yardstick taken minutes apart would decide the throughput target by the
+drift). The run ends with the project's targets, each marked met or missed.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ ATTENTION = {
     "dense_sdpa": dict(backend="dense_sdpa"),
 }
 PEERS = ("roberta_sdpa", "bigbird", "longformer")
+#: attention-only rows are cheap: at least this many timed runs, so one slow run (or the allocator settling in the
+#: first ones) does not decide their median
+ATTENTION_REPEATS = 9
 SASA_STRUCTURE = dict(frequency_partners=8, ast_links_per_token=2)
 
 
@@ -96,7 +101,7 @@ def specs(plan: Plan, repeats: int):
                 if name == "flex_attention" and mode == "train":
                     continue
                 yield dict(ATTENTION[name], model="attention", name=name, size="attention", length=length,
-                           mode=mode, repeats=repeats)
+                           mode=mode, repeats=max(repeats, ATTENTION_REPEATS))
 
 
 def find(rows, **match):
@@ -124,6 +129,8 @@ def print_table(rows: list[dict]) -> None:
             ratios = ", ".join(parts)
         if row["size"] == "attention":
             ratios = f"{row['gflops']:.0f} GFLOP/s on computed blocks"
+            if row.get("matmul_gflops"):
+                ratios += f" ({row['gflops'] / row['matmul_gflops']:.2f} of matmul timed alongside)"
             dense = find(rows, name="dense_sdpa", size="attention", mode=row["mode"], length=row["length"])
             if dense and row["name"] != "dense_sdpa":
                 ratios += f", dense_sdpa x{row['median_ms'] / dense['median_ms']:.2f}"
@@ -157,9 +164,10 @@ def targets(rows: list[dict], matmul: float) -> list[dict]:
         check("train memory: peak increment 16384 / 4096", at_16384["peak_increment_mb"] / at_4096["peak_increment_mb"],
               4.5)
     sparse = find(rows, name="sasa_blocks", size="attention", mode="infer", length=4096)
-    if sparse:
+    if sparse:  # against the matmul timed in the same process, between the kernel's own runs, where there is one
+        share = sparse["gflops"] / sparse.get("matmul_gflops", matmul)
         checks.append(dict(target="attention 4096: computed-block GFLOP/s / dense matmul GFLOP/s",
-                           value=round(sparse["gflops"] / matmul, 3), limit=0.6, met=sparse["gflops"] / matmul >= 0.6))
+                           value=round(share, 3), limit=0.6, met=share >= 0.6))
     return checks
 
 

@@ -39,6 +39,10 @@ def test_quick_plan_decides_every_target():
     assert memory["value"] == 4.0 and memory["met"]
     throughput = next(c for c in checks if "GFLOP" in c["target"])
     assert throughput["value"] == 0.25 and not throughput["met"]
+    attention = next(r for r in rows if r["name"] == "sasa_blocks" and r["size"] == "attention" and r["mode"] == "infer")
+    attention["matmul_gflops"] = 80.0  # the yardstick timed beside the kernel decides when the row has one
+    throughput = next(c for c in run.targets(rows, matmul=200.0) if "GFLOP" in c["target"])
+    assert throughput["value"] == 0.625 and throughput["met"]
 
 
 def test_targets_compare_the_right_rows():
@@ -57,5 +61,6 @@ def test_targets_compare_the_right_rows():
 @pytest.mark.parametrize("mode", ["infer", "train"])
 def test_measure_reports_time_memory_and_throughput(mode):
     row = measure(dict(model="attention", backend="sasa_blocks", length=256, heads=2, head_dim=16, mode=mode,
-                       repeats=1, layout=dict(block_size=16)))
+                       repeats=2, layout=dict(block_size=16), yardstick_size=256))
     assert row["median_ms"] > 0 and row["first_ms"] > 0 and row["peak_increment_mb"] >= 0 and row["gflops"] > 0
+    assert row["matmul_gflops"] > 0

@@ -176,6 +176,9 @@ def measure(spec: dict) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    # This host's speed drifts (other tenants), memory-bound code more than matmul: attention rows time one matmul
+    # after each of their timed runs, so their GFLOP/s has a yardstick taken under the same load.
+    yardstick = matmul_timer(spec.get("yardstick_size", 4096)) if flops is not None and device.type == "cpu" else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         resting = torch.cuda.memory_allocated()
@@ -186,31 +189,42 @@ def measure(spec: dict) -> dict:
     step()
     first_seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else _rss_field("VmHWM")
-    times = []
+    times, yardsticks = [], []
     for _ in range(spec.get("repeats", 3)):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
+        if yardstick is not None:
+            yardsticks.append(yardstick())
     median = statistics.median(times)
     result = dict(spec, median_ms=1000 * median, first_ms=1000 * first_seconds,
                   peak_increment_mb=(peak - resting) / 2**20, resting_mb=resting / 2**20)
     if flops is not None:
         result["gflops"] = flops / median / 1e9
+    if yardsticks:
+        result["matmul_gflops"] = statistics.median(yardsticks)
     return result
 
 
-def matmul_gflops(size: int = 4096, repeats: int = 3) -> float:
-    """This machine's dense fp32 matmul rate (GFLOP/s), the yardstick for the sparse kernels."""
+def matmul_timer(size: int = 4096):
+    """A function that times one dense fp32 ``size``-square matmul (into a buffer it keeps) and returns its GFLOP/s."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    times = []
-    for _ in range(repeats):
+    a, b, out = torch.randn(size, size), torch.randn(size, size), torch.empty(size, size)
+    torch.mm(a, b, out=out)  # warm: BLAS setup, pages of `out`
+
+    def gflops() -> float:
         start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times) / 1e9
+        torch.mm(a, b, out=out)
+        return 2 * size**3 / (time.perf_counter() - start) / 1e9
+
+    return gflops
+
+
+def matmul_gflops(size: int = 4096, repeats: int = 3) -> float:
+    """This machine's dense fp32 matmul rate (GFLOP/s, median of ``repeats``), the yardstick for the sparse kernels."""
+    timer = matmul_timer(size)
+    return statistics.median(timer() for _ in range(repeats))
 
 
 def measure_in_subprocess(spec: dict, timeout: float = 1800) -> dict:
