@@ -69,8 +69,8 @@ static inline vf splat(float s) {  // one vbroadcastss (adding s to a zero vecto
   return __builtin_shuffle(x, (vi){});
 }
 
-// Rows of the right-hand side of a product: `count` rows from `rows` on (the product gives their stride). A product runs over
-// a list of them, e.g. the key blocks of one query block wherever they lie in the key tensor.
+// Rows of the right-hand side of a product: `count` rows from `rows` on (the product gives their stride). A product
+// runs over a list of them, e.g. the key blocks of one query block wherever they lie in the key tensor.
 struct Run {
   const float* rows;
   int count;
@@ -169,7 +169,8 @@ static inline vf exp_polynomial(vf r) {  // exp(r) for |r| <= ln(2) / 2
 #if defined(__AVX512F__)
 static inline vf exp_nonpositive(vf x) {  // rounding and 2^n scaling in one instruction each
   const __mmask16 normal = _mm512_cmp_ps_mask((__m512)x, (__m512)splat(-87.f), _CMP_GE_OQ);
-  const __m512 n = _mm512_roundscale_ps((__m512)(x * 1.44269504088896341f), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 n =
+      _mm512_roundscale_ps((__m512)(x * 1.44269504088896341f), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const vf nf = (vf)n;
   const vf r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
   return (vf)_mm512_maskz_scalef_ps(normal, (__m512)exp_polynomial(r), n);
@@ -326,6 +327,15 @@ static void mask_invalid_keys(float* s, int SW, int bs, int W, const std::vector
       for (int r = 0; r < bs; ++r) s[r * SW + c] = -1e30f;
 }
 
+// The scores s [b, SW] of one query block (rows q_rows, stride ld) against the key blocks `w` gathered: padding
+// columns -inf, keys that are padding tokens -1e30. The forward pass and the backward pass (which recomputes them) both
+// take them from here, so their masks cannot differ.
+static void scores(float* s, int SW, const float* q_rows, int64_t ld, const Scratch& w, int bs, int W,
+                   const bool* valid) {
+  block_products(s, SW, q_rows, ld, w.runs[KEYS_T], bs, -INFINITY);
+  mask_invalid_keys(s, SW, bs, W, w.key_tokens, valid);
+}
+
 // Dropout of the probabilities p [b, SW] of query tokens first_query.. (inverted: kept ones scaled by 1/(1-p));
 // `dropped` gets the result and `multipliers`, when given, the factors (the backward pass applies them to dP).
 static void drop(const float* p, float* dropped, int SW, int bs, const std::vector<int>& key_tokens, uint32_t key,
@@ -345,8 +355,16 @@ static void drop(const float* p, float* dropped, int SW, int bs, const std::vect
   }
 }
 
-static inline float horizontal_max(vf x) { float m = x[0]; for (int l = 1; l < VL; ++l) m = std::max(m, x[l]); return m; }
-static inline float horizontal_sum(vf x) { float s = 0.f; for (int l = 0; l < VL; ++l) s += x[l]; return s; }
+static inline float horizontal_max(vf x) {
+  float m = x[0];
+  for (int l = 1; l < VL; ++l) m = std::max(m, x[l]);
+  return m;
+}
+static inline float horizontal_sum(vf x) {
+  float s = 0.f;
+  for (int l = 0; l < VL; ++l) s += x[l];
+  return s;
+}
 
 // q, k, v: [B, L, H, D], any strides with contiguous D (the projections' memory, read in place). Returns the output
 // [B, L, H, D] and the log-sum-exp of every query's scores [B * H, L].
@@ -374,8 +392,7 @@ std::vector<torch::Tensor> forward(torch::Tensor q, torch::Tensor k, torch::Tens
       w.p.resize((size_t)bs * SW);
       w.row_values.resize(bs);
       float* s = w.p.data();
-      block_products(s, SW, Q.at(b, h, i * bs), Q.row, w.runs[KEYS_T], (int)bs, -INFINITY);
-      mask_invalid_keys(s, SW, (int)bs, W, w.key_tokens, VALID + b * L);
+      scores(s, SW, Q.at(b, h, i * bs), Q.row, w, (int)bs, W, VALID + b * L);
       for (int r = 0; r < bs; ++r) {  // softmax over the row's keys; normalised on the output row below
         float* x = s + r * SW;
         vf m = splat(-1e30f), sum = splat(0.f);
@@ -424,8 +441,7 @@ std::vector<torch::Tensor> backward(torch::Tensor q, torch::Tensor k, torch::Ten
         w.dp.resize((size_t)bs * SW);
         w.row_delta.resize(bs);
         float *p = w.p.data(), *dp = w.dp.data();
-        block_products(p, SW, q_rows, Q.row, w.runs[KEYS_T], (int)bs, -INFINITY);  // the scores again
-        mask_invalid_keys(p, SW, (int)bs, W, w.key_tokens, VALID + b * L);
+        scores(p, SW, q_rows, Q.row, w, (int)bs, W, VALID + b * L);  // the forward's scores again
         block_products(dp, SW, g_rows, G.row, w.runs[VALUES_T], (int)bs, 0.f);  // dP = dO . V^T
         for (int r = 0; r < bs; ++r) {  // P = exp(S - lse), then dS = P * (dP - delta) * scale
           float delta = 0.f;
