@@ -4,7 +4,8 @@ Every configuration runs in its own Python process (``sasa.profiling``): random 
 ``--repeats`` timed runs after one first run, which also gives the peak memory (resident set above the resting one)
 and the warm-up/compile time (reported apart). SASA uses the paper's default layout (block 32, window radius 1,
 1 global block) with 3 top-k + 3 AST blocks per query block, fed by a random frequency table and random AST links so
-every budget is spent. Peers: RoBERTa (``sdpa``: PyTorch's flash-style CPU kernel; ``eager``), BigBird
+every budget is spent; ``sasa_compiled`` is the same model under ``torch.compile`` (its first run includes the
+compilation). Peers: RoBERTa (``sdpa``: PyTorch's flash-style CPU kernel; ``eager``), BigBird
 (``block_sparse``, block 64, 3 random blocks) and Longformer (window 512, ``<s>`` global).
 
     python benchmarks/run.py --quick                       # a few minutes: small model, 1024 and 4096 tokens
@@ -32,6 +33,7 @@ from sasa.profiling import matmul_gflops, measure_in_subprocess
 #: model rows: name → (spec, largest length it is run at (O(L^2) references stop early), modes it supports)
 MODELS = {
     "sasa_blocks": (dict(model="sasa", backend="sasa_blocks"), None, ("infer", "train")),
+    "sasa_compiled": (dict(model="sasa", backend="sasa_blocks", compile=True), None, ("infer", "train")),
     "sasa_flex": (dict(model="sasa", backend="flex_attention"), None, ("infer",)),  # no CPU backward in torch
     "sasa_sdpa_dense_mask": (dict(model="sasa", backend="sdpa"), 4096, ("infer", "train")),
     "roberta_sdpa": (dict(model="roberta", backend="sdpa"), None, ("infer", "train")),

@@ -135,6 +135,12 @@ def test_unknown_language_is_a_value_error_listing_the_supported_ones():
     assert set(SUPPORTED_LANGUAGES) == {"python", "java", "c", "cpp", "go", "javascript", "ruby", "php"}
 
 
+@pytest.mark.parametrize("language", [123, ["python"], b"python"], ids=["int", "list", "bytes"])
+def test_a_language_that_is_not_a_string_is_a_value_error_saying_what_is_expected(language):
+    with pytest.raises(ValueError, match=r"language name \(str\) or None, got .* \((int|list|bytes)\); supported"):
+        normalize_language(language)
+
+
 def test_missing_grammar_is_an_import_error_naming_the_package(monkeypatch):
     monkeypatch.setitem(ast_relations.GRAMMARS, "go", ("tree_sitter_go_not_installed", "language"))
     get_parser.cache_clear()

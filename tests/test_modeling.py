@@ -28,6 +28,31 @@ def with_frequency_table(model, seed=0):
     return model
 
 
+def test_the_backend_can_be_switched_after_loading(config):
+    model = build(config, "sasa_blocks").eval()
+    inputs = structured_inputs([45, 30], config)
+    with torch.no_grad():
+        sparse = model(**inputs).last_hidden_state
+        model.set_attn_implementation("eager")
+        assert model.config._attn_implementation == "eager"
+        dense = model(**inputs, output_attentions=True)  # only the eager reference returns probabilities
+    assert dense.attentions is not None
+    torch.testing.assert_close(dense.last_hidden_state, sparse, atol=1e-5, rtol=1e-5)
+
+
+def test_links_from_padding_tokens_are_ignored(config):
+    """Collators may pad ast_links with any index (pipelines pad with 0): padding tokens link nothing."""
+    model = build(config, "sasa_blocks").eval()
+    inputs = structured_inputs([45, 30], config)
+    padded = inputs["ast_links"].clone()
+    padded[1, 30:] = 9  # padding that links to a real token outside the window of blocks 3-5 (block 1)
+    inputs["ast_links"][1, 30:] = -1
+    with torch.no_grad():
+        expected = model(**inputs).last_hidden_state
+        got = model(**dict(inputs, ast_links=padded)).last_hidden_state
+    assert torch.equal(got, expected)
+
+
 def test_default_backend_is_the_block_sparse_kernel(config):
     assert SasaModel(config).config._attn_implementation == "sasa_blocks"
 
@@ -145,6 +170,41 @@ def test_bad_inputs_are_clear_errors(config):
         model(torch.full((1, 10), 5), ast_links=torch.zeros(1, 9, dtype=torch.long))
     with pytest.raises(ValueError, match="eager"):
         model(torch.full((1, 10), 5), output_attentions=True)
+
+
+@pytest.mark.parametrize("value", [10**6, 30, -5, -2])
+def test_ast_links_out_of_range_name_the_position_and_value(config, value):
+    model = build(config, "sasa_blocks")
+    links = torch.full((2, 30, 2), -1)
+    links[1, 7, 1] = value  # a token index must lie in [-1, 30)
+    with pytest.raises(ValueError, match=rf"ast_links\[1, 7, 1\] = {value} is outside \[-1, 30\)"):
+        model(torch.full((2, 30), 5), ast_links=links)
+    links_2d = torch.full((2, 30), -1)
+    links_2d[0, 3] = value
+    with pytest.raises(ValueError, match=rf"ast_links\[0, 3, 0\] = {value}"):
+        model(torch.full((2, 30), 5), ast_links=links_2d)
+
+
+@pytest.mark.parametrize(("links", "message"), [
+    (torch.zeros(1, 10, 2), "integer tensor.*got dtype torch.float32"),
+    (torch.zeros(1, 10, 2, dtype=torch.bool), "integer tensor.*got dtype torch.bool"),
+    (torch.zeros(1, 10, 2, 1, dtype=torch.long), r"shape \[batch, length\] = \[1, 10\].*got \[1, 10, 2, 1\]"),
+    (torch.zeros(1, 9, dtype=torch.long), r"got \[1, 9\]"),
+    ([[0] * 10], "torch.Tensor.*got list"),
+])
+def test_ast_links_of_the_wrong_type_or_shape_say_what_is_expected(config, links, message):
+    model = build(config, "sasa_blocks")
+    with pytest.raises(ValueError, match=message):
+        model(torch.full((1, 10), 5), ast_links=links)
+
+
+def test_ast_links_of_any_integer_dtype_are_accepted(config):
+    model = build(config, "sasa_blocks").eval()
+    inputs = structured_inputs([30], config)
+    with torch.no_grad():
+        expected = model(**inputs).last_hidden_state
+        as_int32 = model(**dict(inputs, ast_links=inputs["ast_links"].int())).last_hidden_state
+    assert torch.equal(as_int32, expected)
 
 
 def test_eager_returns_sparse_attention_probabilities(config):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -81,8 +82,9 @@ def test_checkpoints_reload_without_the_package_offline_to_identical_outputs(tmp
         path = tmp_path / f"checkpoint-{index}"
         model.save_pretrained(path)
         assert SHIPPED_FILES <= {p.name for p in path.iterdir()}
-        if class_name != type(model).__name__:
-            model = SasaModel.from_pretrained(path).eval()  # the base weights inside the head checkpoint
+        # The reference is the checkpoint reloaded here (BLAS rounding depends on the weights' memory alignment, which
+        # differs between freshly initialised and loaded tensors); as the base model when the case loads the base.
+        model = (SasaModel if class_name != type(model).__name__ else cls).from_pretrained(path).eval()
         with torch.no_grad():
             torch.save(model(**inputs)[0], tmp_path / f"expected-{index}.pt")
         cases.append(dict(path=str(path), auto_class=auto_class, class_name=class_name,
@@ -95,6 +97,7 @@ def test_checkpoints_reload_without_the_package_offline_to_identical_outputs(tmp
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     code = read_snippet("Example.java")
+    model = SasaForSequenceClassification.from_pretrained(path).eval()
     with torch.no_grad():
         logits = model(**tokenizer(code, language="java", return_tensors="pt")).logits
     torch.save(logits, tmp_path / "expected-tokenizer.pt")
@@ -108,3 +111,94 @@ def test_checkpoints_reload_without_the_package_offline_to_identical_outputs(tmp
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("identical") == len(cases)
+
+
+COEXISTENCE_PROCESS = textwrap.dedent(
+    """
+    import json, sys
+
+    with_package = sys.argv[2] == "with-package"
+    if not with_package:
+        class BlockSasa:
+            def find_spec(self, name, path=None, target=None):
+                if name == "sasa" or name.startswith("sasa."):
+                    raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+
+        sys.meta_path.insert(0, BlockSasa())
+
+    import torch
+    import transformers
+
+    cases = json.loads(sys.argv[1])
+    inputs = torch.load(cases[0]["inputs"])
+    models = {}
+    for index, case in enumerate(cases):  # every checkpoint loaded before any is called
+        if with_package and index == 2:
+            # The package imported midway: it registers its classes (later loads use them) and its dispatcher.
+            import sasa  # noqa: F401
+        models[case["name"]] = transformers.AutoModel.from_pretrained(case["path"], trust_remote_code=True).eval()
+    modules = [type(m).__module__ for m in models.values()]
+    remote = [m for m in modules if m.startswith("transformers_modules")]
+    assert len(set(remote)) == len(remote) == (2 if with_package else len(cases)), modules
+    assert not with_package or modules[2:] == ["sasa.modeling_sasa"] * (len(cases) - 2), modules
+
+    for name in json.loads(sys.argv[3]):  # interleaved calls, each model several times
+        case = next(c for c in cases if c["name"] == name)
+        model = models[name]
+        with torch.no_grad():
+            output = model(**inputs).last_hidden_state
+        expected = torch.load(case["expected"])
+        assert torch.equal(output, expected), (name, (output - expected).abs().max())
+        model.zero_grad()
+        model(**inputs).last_hidden_state.square().sum().backward()  # the kernel's backward, per copy
+        grad = model.encoder.layer[0].attention.self.query.weight.grad
+        expected_grad = torch.load(case["expected_grad"])
+        assert torch.allclose(grad, expected_grad, atol=1e-6, rtol=1e-5), (name, (grad - expected_grad).abs().max())
+        print("equal", name)
+    """
+)
+
+
+def _another_version(checkpoint, target):
+    """A copy of ``checkpoint`` whose code files differ (as if saved by another version of SASA)."""
+    shutil.copytree(checkpoint, target)
+    for code_file in target.glob("*.py"):
+        code_file.write_text(code_file.read_text() + "\n# saved by another version of SASA\n")
+    return target
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("package", ["without-package", "with-package"])
+def test_checkpoints_coexist_in_one_process(tmp_path, package):
+    """Checkpoints loaded side by side (copies of one, another code version, another model) each keep their own
+    attention code: called interleaved, every one equals its own reference, forward and backward."""
+    config = tiny_config()
+    input_ids, attention_mask = padded_batch([45, 30], config.vocab_size)
+    ast_links = torch.randint(-1, 45, (2, 45, 2), generator=torch.Generator().manual_seed(0))
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, ast_links=ast_links)
+    torch.save(inputs, tmp_path / "inputs.pt")
+
+    torch.manual_seed(0)
+    SasaModel(config).save_pretrained(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "a-copy")  # e.g. a Trainer's checkpoint-3 and checkpoint-6
+    _another_version(tmp_path / "a", tmp_path / "a-other-version")
+    torch.manual_seed(1)
+    SasaModel(tiny_config(num_ast_blocks=1, window_radius=2)).save_pretrained(tmp_path / "b")  # e.g. a student
+
+    cases = []
+    for name in ("a", "a-copy", "a-other-version", "b"):
+        model = SasaModel.from_pretrained(tmp_path / name).eval()
+        with torch.no_grad():
+            torch.save(model(**inputs).last_hidden_state, tmp_path / f"{name}.pt")
+        model(**inputs).last_hidden_state.square().sum().backward()
+        torch.save(model.encoder.layer[0].attention.self.query.weight.grad, tmp_path / f"{name}-grad.pt")
+        cases.append(dict(name=name, path=str(tmp_path / name), inputs=str(tmp_path / "inputs.pt"),
+                          expected=str(tmp_path / f"{name}.pt"), expected_grad=str(tmp_path / f"{name}-grad.pt")))
+    calls = ["a", "b", "a-other-version", "a-copy", "a", "b", "a-copy", "a-other-version"]
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=tempfile.mkdtemp(prefix="fresh-hf-home-"))
+    result = subprocess.run([sys.executable, "-c", COEXISTENCE_PROCESS, json.dumps(cases), package, json.dumps(calls)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("equal") == len(calls)

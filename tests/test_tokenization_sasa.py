@@ -161,3 +161,84 @@ def test_property_tokenizer_never_crashes_and_shapes_agree(tokenizer, source, la
     batch = tokenizer([source, source[: len(source) // 2]], language=language, padding=True, truncation=True,
                       max_length=max_length, return_tensors="pt")
     assert batch["ast_links"].shape == (*batch["input_ids"].shape, WIDTH)
+
+
+def test_mixed_language_batch_equals_the_per_example_results(tokenizer):
+    texts, languages = [PYTHON, JAVA, PYTHON], ["python", "java", None]
+    batch = tokenizer(texts, language=languages)
+    for row, (text, language) in enumerate(zip(texts, languages)):
+        single = tokenizer(text, language=language)
+        assert batch["input_ids"][row] == single["input_ids"]
+        assert batch["ast_links"][row] == single["ast_links"]
+    assert any(t >= 0 for row in batch["ast_links"][1] for t in row)  # java got links
+    assert all(row == [-1] * WIDTH for row in batch["ast_links"][2])  # None: no links
+
+
+def test_mixed_language_batch_pads_to_tensors_and_accepts_aliases_in_a_tuple(tokenizer):
+    batch = tokenizer([JAVA, PYTHON], language=("JAVA", "py"), padding=True, return_tensors="pt")
+    for row, (text, language) in enumerate([(JAVA, "java"), (PYTHON, "python")]):
+        single = tokenizer(text, language=language, return_tensors="pt")["ast_links"][0]
+        assert torch.equal(batch["ast_links"][row, : len(single)], single)
+        assert (batch["ast_links"][row, len(single):] == -1).all()
+
+
+def test_mixed_language_pairs_parse_each_example_in_its_language(tokenizer):
+    batch = tokenizer([PYTHON, JAVA], [PYTHON, JAVA], language=["python", "java"])
+    for row, (text, language) in enumerate([(PYTHON, "python"), (JAVA, "java")]):
+        assert batch["ast_links"][row] == tokenizer(text, text, language=language)["ast_links"]
+
+
+def test_overflowing_chunks_take_the_language_of_their_example(tokenizer):
+    texts, languages = [PYTHON, JAVA, JAVA], ["python", "java", None]
+    options = dict(truncation=True, max_length=32, stride=4, return_overflowing_tokens=True)
+    batch = tokenizer(texts, language=languages, **options)
+    mapping = batch["overflow_to_sample_mapping"]
+    for sample, (text, language) in enumerate(zip(texts, languages)):
+        chunks = [row for row, owner in zip(batch["ast_links"], mapping) if owner == sample]
+        assert len(chunks) > 1  # the test needs real overflow
+        assert chunks == tokenizer(text, language=language, **options)["ast_links"]
+
+
+def test_language_list_length_must_match_the_batch(tokenizer):
+    with pytest.raises(ValueError, match="language= has 2 entries but the batch has 3 examples"):
+        tokenizer([PYTHON, JAVA, PYTHON], language=["python", "java"])
+
+
+def test_language_list_for_a_single_text_is_a_value_error(tokenizer):
+    with pytest.raises(ValueError, match="input is a single text"):
+        tokenizer(PYTHON, language=["python"])
+
+
+@pytest.mark.parametrize(
+    ("language", "message"),
+    [(123, r"language= must be a language name \(str\), None, or a list/tuple of them.*got 123 \(int\)"),
+     ({"python"}, r"got \{'python'\} \(set\)"),
+     ([1, 2], r"language\[0\]: a language must be a language name \(str\) or None, got 1 \(int\)"),
+     (["python", "cobol"], r"language\[1\]: unsupported language 'cobol'")],
+    ids=["int", "set", "list-of-int", "unknown-in-list"],
+)
+def test_wrong_language_type_is_a_value_error_saying_what_is_expected(tokenizer, language, message):
+    texts = [PYTHON, JAVA] if isinstance(language, list) else PYTHON
+    with pytest.raises(ValueError, match=message) as error:
+        tokenizer(texts, language=language)
+    assert "supported: python, java" in str(error.value)
+
+
+def test_default_language_is_one_name_validated_on_init_and_assignment(tmp_path, bpe_dir, tokenizer):
+    with pytest.raises(ValueError, match="default language is one language name or None"):
+        SasaTokenizer.from_pretrained(bpe_dir, language=["python", "java"])
+    with pytest.raises(ValueError, match="default language is one language name or None"):
+        tokenizer.language = ["python"]
+    tokenizer.language = "JS"
+    assert tokenizer.language == "javascript"
+    tokenizer.save_pretrained(tmp_path)
+    assert SasaTokenizer.from_pretrained(tmp_path).language == "javascript"
+
+
+def test_pretokenized_batches_take_language_none_or_a_list_of_none(tokenizer):
+    words = [["def", "f"], ["x", "=", "1"]]
+    for language in (None, [None, None]):
+        encoding = tokenizer(words, is_split_into_words=True, language=language)
+        assert [len(row) for row in encoding["ast_links"]] == [len(ids) for ids in encoding["input_ids"]]
+    with pytest.raises(ValueError, match="language=None"):
+        tokenizer(words, is_split_into_words=True, language=[None, "python"])

@@ -64,16 +64,25 @@ BLOCK_TYPES = {
 }
 
 
+def supported_languages_text() -> str:
+    """``"supported: python, java, ... (aliases py, ...), or language=None for no AST links"``, for error messages."""
+    return (f"supported: {', '.join(SUPPORTED_LANGUAGES)} (aliases {', '.join(ALIASES)}), "
+            "or language=None for no AST links")
+
+
 def normalize_language(language: str | None) -> str | None:
-    """The canonical name of ``language`` (case-insensitive, aliases accepted); ``ValueError`` if unsupported."""
+    """The canonical name of ``language`` (case-insensitive, aliases accepted).
+
+    ``ValueError`` if ``language`` is neither a string nor ``None``, or names an unsupported language.
+    """
     if language is None:
         return None
+    if not isinstance(language, str):
+        raise ValueError(f"a language must be a language name (str) or None, got {language!r} "
+                         f"({type(language).__name__}); {supported_languages_text()}.")
     name = ALIASES.get(language.lower(), language.lower())
     if name not in GRAMMARS:
-        raise ValueError(
-            f"unsupported language {language!r}; supported: {', '.join(SUPPORTED_LANGUAGES)} "
-            "(or language=None for no AST links)."
-        )
+        raise ValueError(f"unsupported language {language!r}; {supported_languages_text()}.")
     return name
 
 

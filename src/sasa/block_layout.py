@@ -104,7 +104,7 @@ def frequency_block_scores(
 
     ``C`` is never materialised: the table keeps, for each vocabulary id ``v``, its ``m`` strongest partners
     ``partner_ids[v]`` with weights ``partner_weights[v]`` (``C[v, u]`` = the weight if ``u`` is a partner, else 0).
-    Per example the work is ``O(L * m)`` lookups plus one ``[n, U] @ [U, n]`` product over the ``U <= L`` distinct ids.
+    Per example the work is ``O(L * m)`` lookups plus one ``[n, L] @ [L, n]`` product (one column per distinct id).
 
     Args:
         input_ids: ``[B, L]`` long, ``L`` a multiple of ``block_size``.
@@ -116,21 +116,23 @@ def frequency_block_scores(
         ``[B, n, n]`` float.
     """
     batch, length = input_ids.shape
-    num_blocks = length // block_size
-    token_block = torch.arange(length, device=input_ids.device) // block_size
-    scores = []
-    for ids in input_ids:
-        distinct, local = torch.unique(ids, return_inverse=True)  # local: [L] index into distinct
-        counts = torch.zeros(num_blocks, distinct.numel(), device=ids.device)
-        counts.index_put_((token_block, local), torch.ones_like(ids, dtype=counts.dtype), accumulate=True)
-        partners = partner_ids[ids]  # [L, m]
-        slot = torch.searchsorted(distinct, partners).clamp(max=distinct.numel() - 1)
-        present = distinct[slot] == partners
-        weights = partner_weights[ids].to(counts.dtype) * present
-        pulls = torch.zeros_like(counts)  # pulls[i, u] = sum over tokens p in block i of C[id_p, distinct[u]]
-        pulls.index_put_((token_block[:, None].expand_as(slot), slot), weights, accumulate=True)
-        scores.append(pulls @ counts.T)
-    return torch.stack(scores)
+    num_blocks, num_partners = length // block_size, partner_ids.shape[-1]
+    # Each id's column: the position of its first occurrence in the sorted row, a stand-in for an index over the
+    # distinct ids that keeps every shape fixed (no torch.unique: torch.compile traces it without a graph break).
+    sorted_ids = input_ids.sort(dim=1).values
+    column = torch.searchsorted(sorted_ids, input_ids)  # [B, L]
+    token_block = (torch.arange(length, device=input_ids.device) // block_size)[None, :]  # [1, L]
+    weight_dtype = torch.promote_types(partner_weights.dtype, torch.float32)
+    counts = torch.zeros(batch, num_blocks * length, dtype=weight_dtype, device=input_ids.device)
+    counts.scatter_add_(1, token_block * length + column, torch.ones_like(column, dtype=weight_dtype))
+    partners = partner_ids[input_ids].reshape(batch, length * num_partners)  # [B, L * m]
+    slot = torch.searchsorted(sorted_ids, partners).clamp(max=length - 1)
+    present = sorted_ids.gather(1, slot) == partners
+    weights = partner_weights[input_ids].reshape(batch, -1).to(weight_dtype) * present
+    # pulls[b, i, c] = sum over tokens p in block i of C[id_p, the id of column c]
+    pulls = torch.zeros_like(counts)
+    pulls.scatter_add_(1, token_block.repeat_interleave(num_partners, 1) * length + slot, weights)
+    return pulls.view(batch, num_blocks, length) @ counts.view(batch, num_blocks, length).transpose(1, 2)
 
 
 @dataclass

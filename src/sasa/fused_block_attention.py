@@ -31,6 +31,9 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import shutil
+import subprocess
+import sys
 import warnings
 
 import torch
@@ -476,21 +479,66 @@ std::vector<torch::Tensor> backward(torch::Tensor q, torch::Tensor k, torch::Ten
 }
 """
 
+#: Set to 1 to see the compiler's output when the kernel is built (and the full log when the build fails).
+VERBOSE_BUILD_VARIABLE = "SASA_KERNEL_VERBOSE"
+#: Set to 0 to never build or use the fused kernel (the composite path runs instead).
+ENABLE_VARIABLE = "SASA_FUSED_KERNEL"
+_CFLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"]
+_LDFLAGS = ["-fopenmp"]
+
 _module = None
 _failed = False
 
 
-def _cpu_tag() -> str:
-    """A short fingerprint of this CPU's instruction sets: the build uses -march=native, so a cached build must never
-    be loaded on a CPU lacking its instructions (e.g. a home directory shared across a cluster)."""
+def _file_digest() -> str:
+    """A digest of this file (kernel source and Python glue): the identity of this version of the kernel."""
+    try:
+        with open(__file__, "rb") as handle:
+            return hashlib.sha1(handle.read()).hexdigest()
+    except OSError:
+        return hashlib.sha1(_SOURCE.encode()).hexdigest()
+
+
+_VERSION = _file_digest()[:12]
+
+
+def _cpu_flags() -> str:
+    """This CPU's instruction-set flags: the build uses -march=native, so a cached build must never be loaded on a CPU
+    lacking its instructions (e.g. a home directory shared across a cluster)."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
                 if line.startswith(("flags", "Features")):
-                    return hashlib.sha1(line.encode()).hexdigest()[:10]
+                    return line
     except OSError:
         pass
-    return platform.machine() or "cpu"
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def _compiler_identity() -> str:
+    """The C++ compiler torch will call (``$CXX``, default ``c++``) and its ``--version`` banner."""
+    compiler = os.environ.get("CXX", "c++")
+    try:
+        banner = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        banner = "unavailable"
+    return f"{compiler}\n{banner}"
+
+
+def build_name() -> str:
+    """The extension's name, which keys its build cache (``TORCH_EXTENSIONS_DIR``): a digest of everything that changes
+    the binary (kernel source, torch version and C++ ABI, Python, compiler and flags, CPU), so environments that share
+    the cache (a virtualenv and a remote-code user, two torch versions) never rebuild each other's kernel."""
+    parts = [
+        _SOURCE,
+        torch.__version__,
+        str(torch._C._GLIBCXX_USE_CXX11_ABI),
+        platform.python_version(),
+        _compiler_identity(),
+        " ".join(_CFLAGS + _LDFLAGS),
+        _cpu_flags(),
+    ]
+    return "sasa_fused_block_attention_" + hashlib.sha1("\0".join(parts).encode()).hexdigest()[:16]
 
 
 def available() -> bool:
@@ -498,67 +546,187 @@ def available() -> bool:
     return _load() is not None
 
 
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning point at the first frame outside torch, transformers and SASA's code."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    skipped = (here, os.path.dirname(torch.__file__), "transformers", "<frozen", "importlib")
+    frame, level = sys._getframe(1), 1  # level 1: the caller of this function, the one that warns
+    while frame is not None and any(part in frame.f_code.co_filename for part in skipped):
+        frame, level = frame.f_back, level + 1
+    return level if frame is not None else 2
+
+
 def _load():
     global _module, _failed
     if _module is not None or _failed:
         return _module
-    if os.environ.get("SASA_FUSED_KERNEL", "1") == "0":
+    if os.environ.get(ENABLE_VARIABLE, "1") == "0":
         _failed = True
         return None
+    verbose = os.environ.get(VERBOSE_BUILD_VARIABLE, "0") not in ("", "0")
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        return _give_up(f"no C++ compiler: {compiler!r} is not on PATH (set CXX, or install g++)")
     try:
-        from torch.utils.cpp_extension import load_inline
+        from torch.utils.cpp_extension import _get_build_directory, load_inline
 
-        _module = load_inline(
-            name=f"sasa_fused_block_attention_{_cpu_tag()}",
-            cpp_sources=[_SOURCE],
-            functions=["forward", "backward", "dropout_keep"],
-            extra_cflags=["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"],
-            extra_ldflags=["-fopenmp"],
-        )
-    except Exception as error:  # no compiler, no ninja, no BLAS symbol: fall back, say so once
-        _failed = True
-        warnings.warn(f"SASA's fused CPU kernel is unavailable ({type(error).__name__}: {error}); using the "
-                      "composite sasa_blocks path.", stacklevel=3)
+        name = build_name()
+        directory = _get_build_directory(name, verbose=False)
+        if not os.path.exists(os.path.join(directory, f"{name}.so")):
+            _announce_build(directory)
+        with _quiet(unless=verbose):
+            _module = load_inline(name=name, cpp_sources=[_SOURCE], functions=["forward", "backward", "dropout_keep"],
+                                  extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS, verbose=verbose)
+    except Exception as error:  # no ninja, a failed build: fall back, say so once, in one line
+        if verbose:
+            print(str(error), file=sys.stderr)
+        building = "Error building extension" in str(error)
+        return _give_up("the C++ build failed" if building else f"{type(error).__name__}: {error}".splitlines()[0])
     return _module
 
 
-class _FusedBlockAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, kv_num, kv_idx, valid, size, scale, dropout, seed):
-        out, lse = _module.forward(q, k, v, kv_num, kv_idx, valid, size, scale, dropout, seed)
-        ctx.save_for_backward(q, k, v, out, lse, kv_num, kv_idx, valid)
-        ctx.meta = (size, scale, dropout, seed)
-        return out
+def _give_up(reason: str) -> None:
+    """Stop trying to build the kernel; one warning line (pointing at the user's call) says why and what runs."""
+    global _failed
+    _failed = True
+    warnings.warn(
+        f"SASA's fused CPU attention kernel is unavailable ({reason[:160]}); using the slower composite sasa_blocks "
+        f"path. {VERBOSE_BUILD_VARIABLE}=1 shows the build log, {ENABLE_VARIABLE}=0 skips the build.",
+        RuntimeWarning, stacklevel=_user_stacklevel())
 
-    @staticmethod
-    def backward(ctx, grad):
-        q, k, v, out, lse, kv_num, kv_idx, valid = ctx.saved_tensors
-        dq, dk, dv = _module.backward(q, k, v, out, lse, grad.contiguous(), kv_num, kv_idx, valid, *ctx.meta)
-        return dq, dk, dv, None, None, None, None, None, None, None
+
+def _announce_build(directory: str) -> None:
+    """One line before the first build (about 40 s on 2 cores) says what is happening, where it goes, how to skip it."""
+    print(f"SASA: compiling the fused CPU attention kernel once (~40 s; cached in {directory}; "
+          f"{ENABLE_VARIABLE}=0 skips it)", file=sys.stderr, flush=True)
+
+
+class _quiet:
+    """Silences torch's build banner, compiler output and compiler-check warnings (shown with ``unless=True``)."""
+
+    def __init__(self, unless: bool):
+        self.unless = unless
+
+    def __enter__(self):
+        if self.unless:
+            return self
+        self.warnings = warnings.catch_warnings()
+        self.warnings.__enter__()
+        warnings.simplefilter("ignore")
+        sys.stdout.flush(), sys.stderr.flush()
+        self.saved = [os.dup(1), os.dup(2)]
+        self.sink = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(self.sink, 1), os.dup2(self.sink, 2)
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.unless:
+            return False
+        sys.stdout.flush(), sys.stderr.flush()
+        os.dup2(self.saved[0], 1), os.dup2(self.saved[1], 2)
+        for descriptor in (*self.saved, self.sink):
+            os.close(descriptor)
+        self.warnings.__exit__(*exc_info)
+        return False
+
+
+@torch.compiler.assume_constant_result
+def _kernel_available() -> bool:
+    """:func:`available`, seen by ``torch.compile`` as a constant (the build happens outside any graph)."""
+    return available()
+
+
+# The kernel as PyTorch operators (torch.library): torch.compile traces through them (fake implementations give the
+# output shapes, no graph break) and autograd reaches the backward kernel. The operator names carry this file's digest:
+# two checkpoints with the same code share one operator, another version of the code defines its own.
+_FORWARD_NAME = f"block_attention_forward_{_VERSION}"
+_BACKWARD_NAME = f"block_attention_backward_{_VERSION}"
+
+
+def _defined(name: str):
+    try:
+        return getattr(torch.ops.sasa, name)
+    except AttributeError:
+        return None
+
+
+def _kernel_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_num: torch.Tensor, kv_idx: torch.Tensor,
+                    valid: torch.Tensor, seed: torch.Tensor, size: int, scale: float,
+                    dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
+    out, lse = _load().forward(q, k, v, kv_num, kv_idx, valid, size, scale, dropout, int(seed.item()))
+    return out, lse
+
+
+def _kernel_forward_shapes(q, k, v, kv_num, kv_idx, valid, seed, size, scale, dropout):
+    batch, length, heads, _ = q.shape
+    return q.new_empty(q.shape).contiguous(), q.new_empty((batch * heads, length))
+
+
+def _kernel_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+                     grad: torch.Tensor, kv_num: torch.Tensor, kv_idx: torch.Tensor, valid: torch.Tensor,
+                     seed: torch.Tensor, size: int, scale: float,
+                     dropout: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq, dk, dv = _load().backward(q, k, v, out, lse, grad, kv_num, kv_idx, valid, size, scale, dropout,
+                                  int(seed.item()))
+    return dq, dk, dv
+
+
+def _kernel_backward_shapes(q, k, v, out, lse, grad, kv_num, kv_idx, valid, seed, size, scale, dropout):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _save_for_backward(ctx, inputs, output) -> None:
+    q, k, v, kv_num, kv_idx, valid, seed, size, scale, dropout = inputs
+    ctx.save_for_backward(q, k, v, *output, kv_num, kv_idx, valid, seed)
+    ctx.meta = (size, scale, dropout)
+
+
+def _backward(ctx, grad, grad_lse):
+    q, k, v, out, lse, kv_num, kv_idx, valid, seed = ctx.saved_tensors
+    dq, dk, dv = _backward_op(q, k, v, out, lse, grad.contiguous(), kv_num, kv_idx, valid, seed, *ctx.meta)
+    return dq, dk, dv, None, None, None, None, None, None, None
+
+
+def _define_operators():
+    forward, backward = _defined(_FORWARD_NAME), _defined(_BACKWARD_NAME)
+    if forward is not None and backward is not None:  # defined by another copy of this very file
+        return forward.default, backward.default
+    backward = torch.library.custom_op(f"sasa::{_BACKWARD_NAME}", _kernel_backward, mutates_args=())
+    backward.register_fake(_kernel_backward_shapes)
+    forward = torch.library.custom_op(f"sasa::{_FORWARD_NAME}", _kernel_forward, mutates_args=())
+    forward.register_fake(_kernel_forward_shapes)
+    forward.register_autograd(_backward, setup_context=_save_for_backward)
+    return _defined(_FORWARD_NAME).default, _defined(_BACKWARD_NAME).default
+
+
+_forward_op, _backward_op = _define_operators()
 
 
 def fused_kernel_usable(query: torch.Tensor) -> bool:
     """Whether this call can take the fused kernel (CPU, fp32) and the kernel is there."""
-    return query.device.type == "cpu" and query.dtype == torch.float32 and available()
+    return query.device.type == "cpu" and query.dtype == torch.float32 and _kernel_available()
 
 
 def fused_block_attention(query, key, value, layout, scaling: float, dropout: float = 0.0,
-                          seed: int | None = None) -> torch.Tensor:
+                          seed: int | torch.Tensor | None = None) -> torch.Tensor:
     """``query/key/value [B, H, L, D]`` (fp32, CPU) → ``[B, L, H, D]``, the same function as the other backends.
 
     The projections arrive as ``[B, H, L, D]`` views of ``[B, L, H, D]`` memory; the kernel reads them in place (each
     thread copies the key/value blocks it uses into its own scratch: at most ``2 * L * D`` floats forward and
     ``3 * L * D`` backward per thread) and writes the output in the layout the caller reshapes to ``[B, L, hidden]``.
-    ``dropout`` drops attention probabilities (inverted dropout); the mask comes from a hash of ``seed`` (drawn from
-    torch's generator when ``None``, so ``torch.manual_seed`` makes it reproducible) and the token indices.
+    ``dropout`` drops attention probabilities (inverted dropout); the mask comes from a hash of ``seed`` (an int or a
+    one-element int64 tensor; drawn from torch's generator when ``None``, so ``torch.manual_seed`` makes it
+    reproducible) and the token indices.
     """
     if seed is None:
-        seed = int(torch.randint(0, 2**62, (1,)).item()) if dropout > 0 else 0
+        seed = torch.randint(0, 2**62, (1,)) if dropout > 0 else torch.zeros(1, dtype=torch.long)
+    elif not isinstance(seed, torch.Tensor):
+        seed = torch.tensor([seed], dtype=torch.long)
     # [B, L, H, D] views: the projections' own memory; only a non-unit stride over D needs a copy.
     q, k, v = (t.transpose(1, 2) if t.stride(-1) == 1 else t.transpose(1, 2).contiguous() for t in (query, key, value))
-    return _FusedBlockAttention.apply(q, k, v, layout.kv_num_blocks.contiguous(), layout.kv_indices.contiguous(),
-                                      layout.token_valid.contiguous(), layout.block_size, float(scaling),
-                                      float(dropout), seed)
+    out, _ = _forward_op(q, k, v, layout.kv_num_blocks.contiguous(), layout.kv_indices.contiguous(),
+                         layout.token_valid.contiguous(), seed, layout.block_size, float(scaling), float(dropout))
+    return out
 
 
 def dropout_keep(seed: int, batch_heads: int, length: int, dropout: float) -> torch.Tensor:

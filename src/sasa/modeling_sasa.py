@@ -34,6 +34,7 @@ from .sparse_attention import (
     SUPPORTED_BACKENDS,
     eager_attention_forward,
     prepare_attention_mask,
+    sasa_blocks_attention_forward,
 )
 
 
@@ -99,9 +100,14 @@ class SasaSelfAttention(nn.Module):
         key = self.key(hidden_states).view(hidden_shape).transpose(1, 2)
         value = self.value(hidden_states).view(hidden_shape).transpose(1, 2)
 
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
+        if self.config._attn_implementation == "sasa_blocks":
+            # This checkpoint's own kernel, never another's (transformers' registry is one dict for all loaded
+            # checkpoints; its "sasa_blocks" entry dispatches by the layout's code, see sparse_attention).
+            attention_interface: Callable = sasa_blocks_attention_forward
+        else:
+            attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+                self.config._attn_implementation, eager_attention_forward
+            )
         attn_output, attn_weights = attention_interface(
             self,
             query,
@@ -219,7 +225,9 @@ class SasaFrequencyTable(nn.Module):
 
     @property
     def is_empty(self) -> bool:
-        return self.partner_ids.shape[-1] == 0 or not bool(self.partner_weights.any())
+        """No partners kept (``frequency_partners == 0``). Decided by the shape, never by the values, so
+        ``torch.compile`` traces the layout without a graph break (an all-zero table selects no blocks anyway)."""
+        return self.partner_ids.shape[-1] == 0
 
     def block_scores(self, input_ids: torch.Tensor, block_size: int) -> torch.Tensor:
         """``[B, L]`` ids → ``[B, n, n]`` top-k frequency block scores."""
@@ -364,13 +372,15 @@ class SasaModel(SasaPreTrainedModel):
             )
         if attention_mask is None:
             attention_mask = torch.ones(batch, length, dtype=torch.long, device=reference.device)
-        elif bool(((attention_mask[:, 0] == 0) & attention_mask.bool().any(dim=1)).any()):
-            raise ValueError(
+        else:
+            _require(
+                ~((attention_mask[:, 0] == 0) & attention_mask.bool().any(dim=1)).any(),
                 "SASA expects right-padded inputs (block 0 holds <s> and is the global block); got a left-padded "
-                "attention_mask. Use padding_side='right'."
+                "attention_mask. Use padding_side='right'.",
             )
-        if ast_links is not None and tuple(ast_links.shape[:2]) != (batch, length):
-            raise ValueError(f"ast_links must start with shape {(batch, length)}, got {tuple(ast_links.shape)}.")
+        if ast_links is not None:
+            # Links from padding tokens are dropped (collators may pad ast_links with 0 instead of -1).
+            ast_links = _checked_ast_links(ast_links, batch, length).masked_fill(~attention_mask.bool()[..., None], -1)
 
         # Pad to a whole number of blocks; the padding is masked like any other and cut off again below.
         input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids, ast_links = self._pad_to_blocks(
@@ -386,12 +396,12 @@ class SasaModel(SasaPreTrainedModel):
             hidden_states, layer_mask, output_hidden_states, output_attentions
         )
 
-        if hidden_states.shape[1] != length:  # drop the block padding
-            hidden_states = hidden_states[:, :length]
-            if all_hidden_states is not None:
-                all_hidden_states = tuple(h[:, :length] for h in all_hidden_states)
-            if all_attentions is not None:
-                all_attentions = tuple(a[:, :, :length, :length] for a in all_attentions)
+        # Drop the block padding (views; unconditional, so torch.compile needs no guard on the padding's size).
+        hidden_states = hidden_states[:, :length]
+        if all_hidden_states is not None:
+            all_hidden_states = tuple(h[:, :length] for h in all_hidden_states)
+        if all_attentions is not None:
+            all_attentions = tuple(a[:, :, :length, :length] for a in all_attentions)
         pooled_output = self.pooler(hidden_states) if self.pooler is not None else None
 
         if not return_dict:
@@ -432,12 +442,51 @@ class SasaModel(SasaPreTrainedModel):
         return self.build_layout(attention_mask, input_ids, ast_links)
 
 
+def _require(condition: torch.Tensor, message: str | Callable[[], str]) -> None:
+    """``ValueError(message)`` unless ``condition`` (a 0-d bool tensor) holds. Under ``torch.compile`` the check is an
+    assertion inside the graph (no graph break; a failure raises a ``RuntimeError`` carrying the message, without
+    the details a callable message would add in eager mode)."""
+    if torch.compiler.is_compiling():
+        torch._assert_async(condition, message if isinstance(message, str) else "SASA input check failed")
+    elif not bool(condition):
+        raise ValueError(message if isinstance(message, str) else message())
+
+
+def _checked_ast_links(ast_links: torch.Tensor, batch: int, length: int) -> torch.Tensor:
+    """``ast_links`` as ``[B, L, R]`` int64 after checking its type, shape and values (token indices in ``[-1, L)``)."""
+    if not isinstance(ast_links, torch.Tensor):
+        raise ValueError(f"ast_links must be a torch.Tensor of token indices, got {type(ast_links).__name__}.")
+    if ast_links.dtype.is_floating_point or ast_links.dtype.is_complex or ast_links.dtype == torch.bool:
+        raise ValueError(
+            f"ast_links must be an integer tensor of token indices (-1 = no link), got dtype {ast_links.dtype}; "
+            "use the tokenizer's ast_links as they come, or .long()."
+        )
+    if ast_links.dim() not in (2, 3) or tuple(ast_links.shape[:2]) != (batch, length):
+        raise ValueError(
+            f"ast_links must have shape [batch, length] = {[batch, length]} or [batch, length, relations], got "
+            f"{list(ast_links.shape)}."
+        )
+    ast_links = ast_links.long() if ast_links.dim() == 3 else ast_links.long()[..., None]
+    out_of_range = (ast_links < -1) | (ast_links >= length)
+
+    def describe() -> str:
+        example, token, relation = (int(i) for i in out_of_range.nonzero()[0])
+        value = int(ast_links[example, token, relation])
+        return (
+            f"ast_links[{example}, {token}, {relation}] = {value} is outside [-1, {length}): each entry is the index "
+            f"of a token of the same example (-1 = no link); {int(out_of_range.sum())} entries are out of range."
+        )
+
+    _require(~out_of_range.any(), describe)
+    return ast_links
+
+
 def _pad_right(tensor: torch.Tensor | None, pad: int, value) -> torch.Tensor | None:
-    """Pad dim 1 (the sequence) of a ``[B, L, ...]`` tensor with ``pad`` copies of ``value``."""
-    if tensor is None or pad == 0:
+    """Pad dim 1 (the sequence) of a ``[B, L, ...]`` tensor with ``pad`` copies of ``value``. Under ``torch.compile``
+    it always pads, so one graph serves every length (no guard on ``pad == 0`` or a size-1 filler)."""
+    if tensor is None or (not torch.compiler.is_compiling() and pad == 0):
         return tensor
-    filler = tensor.new_full((tensor.shape[0], pad, *tensor.shape[2:]), value)
-    return torch.cat([tensor, filler], dim=1)
+    return nn.functional.pad(tensor, (0, 0) * (tensor.dim() - 2) + (0, pad), value=value)
 
 
 def _head_output(output_class, loss, logits, encoder_outputs: BaseModelOutputWithPooling, return_dict: bool):

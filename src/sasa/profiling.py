@@ -9,7 +9,8 @@ Run as ``python -m sasa.profiling '<json spec>'``; prints one JSON line. Spec fi
 (attention implementation; ``"dense_sdpa"`` for full attention in the attention-only case), ``length``, ``mode``
 (``"infer"`` or ``"train"``), ``repeats``, ``size`` (``"small"`` or ``"base"``), ``layout`` (SASA sparse fields over
 :data:`DEFAULT_LAYOUT`), ``frequency_partners`` and ``ast_links_per_token`` (a random frequency table and random AST
-links, so the top-k and AST budgets are spent as on real code), ``device``.
+links, so the top-k and AST budgets are spent as on real code), ``compile`` (wrap the model in ``torch.compile``),
+``device``.
 """
 
 from __future__ import annotations
@@ -162,6 +163,8 @@ def measure(spec: dict) -> dict:
         model = build_model(spec).to(device)
         model.train(train)
         inputs = _model_inputs(spec, model, device)
+        if spec.get("compile"):  # torch.compile (inductor); the first run, reported apart, includes the compilation
+            model = torch.compile(model)
 
         def run() -> None:
             if train:

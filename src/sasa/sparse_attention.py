@@ -11,10 +11,18 @@ Every backend computes the same function: one softmax per query over the keys it
   training and inference; CPU inference only, under ``torch.compile``).
 
 :func:`prepare_attention_mask` turns the layout into what the chosen backend reads; the attention layer passes it on
-as ``attention_mask`` and never needs to know which kernel runs. This file is shipped inside checkpoints.
+as ``attention_mask`` and never needs to know which kernel runs.
+
+Several SASA checkpoints may live in one process, each loaded as remote code into a module of its own (its own
+``BlockLayout`` class, possibly another version of this file). transformers' registry of attention functions is one
+global dict, so its ``"sasa_blocks"`` entry is :func:`dispatch_to_layout_code`, which hands each call to the
+``sasa_blocks_attention_forward`` of the code that built the layout; a SASA layer calls its own copy directly.
+This file is shipped inside checkpoints.
 """
 
 from __future__ import annotations
+
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -85,7 +93,7 @@ def sasa_blocks_attention_forward(
     if not isinstance(layout, BlockLayout):
         raise TypeError(
             "attn_implementation='sasa_blocks' needs the BlockLayout the SASA model builds as attention_mask, "
-            f"got {type(layout).__name__}."
+            f"got {type(layout).__module__}.{type(layout).__name__} (not {BlockLayout.__module__}.BlockLayout)."
         )
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     if fused_kernel_usable(query):  # CPU fp32: one fused kernel, forward and backward
@@ -144,6 +152,21 @@ def sasa_blocks_attention_forward(
     return out.view(batch, heads, length, head_dim).transpose(1, 2).contiguous(), None
 
 
+def dispatch_to_layout_code(module: nn.Module, query, key, value, attention_mask, **kwargs):
+    """The ``"sasa_blocks"`` entry of transformers' global registry: runs ``sasa_blocks_attention_forward`` from the
+    code that built ``attention_mask`` (the ``sparse_attention`` module beside its ``BlockLayout`` class), so models
+    loaded from different checkpoints, or saved by different versions of SASA, never get each other's kernel."""
+    package = type(attention_mask).__module__.rpartition(".")[0]
+    own_code = sys.modules.get(f"{package}.sparse_attention" if package else "sparse_attention")
+    forward = getattr(own_code, "sasa_blocks_attention_forward", None)
+    if forward is None:
+        raise TypeError(
+            "attn_implementation='sasa_blocks' needs the BlockLayout a SASA model builds as attention_mask, got "
+            f"{type(attention_mask).__module__}.{type(attention_mask).__name__}."
+        )
+    return forward(module, query, key, value, attention_mask, **kwargs)
+
+
 def _sparse_key_mask(layout: BlockLayout) -> torch.Tensor:
     """``[B, n, width]`` bool: which key tokens each query block's joined scores (global columns | window band |
     extra blocks) may use. Padding query blocks use none."""
@@ -188,4 +211,6 @@ def prepare_attention_mask(layout: BlockLayout, backend: str, needs_grad: bool =
     return layout.token_mask()[:, None]
 
 
-ALL_ATTENTION_FUNCTIONS.register("sasa_blocks", sasa_blocks_attention_forward)
+# The key must be registered for transformers to accept attn_implementation="sasa_blocks"; every copy of this file
+# registers the same dispatcher, so the last one loaded serves all equally.
+ALL_ATTENTION_FUNCTIONS.register("sasa_blocks", dispatch_to_layout_code)

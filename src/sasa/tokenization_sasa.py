@@ -12,11 +12,15 @@ imported only when code is parsed, so a checkpoint's tokenizer loads without it 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from transformers import RobertaTokenizer
 
-from .ast_relations import RELATIONS, normalize_language, token_links, validate_relations
+from .ast_relations import RELATIONS, normalize_language, supported_languages_text, token_links, validate_relations
 
 _DEFAULT = object()
+#: What ``language=`` accepts in a call: one name (or ``None``) for every example, or one per example of a batch.
+LanguageArgument = str | None | Sequence[str | None]
 
 
 def _decode_bytes(text):
@@ -26,6 +30,51 @@ def _decode_bytes(text):
     if isinstance(text, (list, tuple)):
         return type(text)(_decode_bytes(item) for item in text)
     return text
+
+
+def _is_batched(text, is_split_into_words: bool) -> bool:
+    """Whether ``text`` is a batch, by the rule transformers' tokenizers use (pre-tokenized: a list of lists)."""
+    if is_split_into_words:
+        return isinstance(text, (list, tuple)) and bool(text) and isinstance(text[0], (list, tuple))
+    return isinstance(text, (list, tuple))
+
+
+def _default_language(language: str | None) -> str | None:
+    """The canonical default language of a tokenizer: one name or ``None``, never a per-example list."""
+    if isinstance(language, (list, tuple)):
+        raise ValueError(f"a SasaTokenizer's default language is one language name or None, got {language!r}; "
+                         "give a list per call instead (tokenizer(texts, language=[...]), one per example).")
+    return normalize_language(language)
+
+
+def _languages_per_example(language: LanguageArgument, count: int, batched: bool) -> list[str | None]:
+    """One canonical language (or ``None``) for each of the ``count`` examples of a call.
+
+    ``language`` is one name or ``None`` (used for every example), or a list/tuple with one entry per example of a
+    batch. ``ValueError`` for a list given with a single (unbatched) text, a list whose length is not ``count``, or
+    anything that is not a name, ``None`` or a list of them.
+    """
+    if not isinstance(language, (list, tuple)):
+        if language is not None and not isinstance(language, str):
+            raise ValueError(f"language= must be a language name (str), None, or a list/tuple of them with one "
+                             f"entry per example of a batch; got {language!r} ({type(language).__name__}); "
+                             f"{supported_languages_text()}.")
+        return [normalize_language(language)] * count
+    if not batched:
+        raise ValueError(f"language={list(language)!r} is a list (one language per example of a batch), but the "
+                         "input is a single text: pass one language name or None.")
+    if len(language) != count:
+        raise ValueError(f"language= has {len(language)} entries but the batch has {count} examples: give one "
+                         "language (or None) per example.")
+    return [_entry_language(entry, index) for index, entry in enumerate(language)]
+
+
+def _entry_language(entry, index: int) -> str | None:
+    """``normalize_language`` for entry ``index`` of a per-example list, naming the entry in its error."""
+    try:
+        return normalize_language(entry)
+    except ValueError as error:
+        raise ValueError(f"language[{index}]: {error}") from None
 
 
 class SasaTokenizer(RobertaTokenizer):
@@ -39,32 +88,45 @@ class SasaTokenizer(RobertaTokenizer):
             ``("statement", "parent", "sibling", "span")``).
         Other arguments: as ``RobertaTokenizer`` (``vocab``, ``merges``, special tokens, ...).
 
-    Call-time extras: ``language=``; ``bytes`` input (decoded as UTF-8 with invalid bytes replaced by U+FFFD).
-    Pre-tokenized input (``is_split_into_words=True``) has no source to parse and needs ``language=None``.
+    Call-time extras: ``language=`` (one name or ``None`` for the whole call, or for a batch a list with one entry
+    per example, e.g. ``language=["python", "java", None]``); ``bytes`` input (decoded as UTF-8 with invalid bytes
+    replaced by U+FFFD). Pre-tokenized input (``is_split_into_words=True``) has no source to parse and needs
+    ``language=None``.
     """
 
     model_input_names = ["input_ids", "attention_mask", "ast_links"]
 
     def __init__(self, *args, language: str | None = None, ast_relations=RELATIONS, **kwargs):
-        self.language = normalize_language(language)
+        self.language = language
         self.ast_relations = list(validate_relations(ast_relations))
         super().__init__(*args, language=self.language, ast_relations=self.ast_relations, **kwargs)
 
-    def _encode_plus(self, text, text_pair=None, *args, language=_DEFAULT, return_offsets_mapping: bool = False,
-                     return_tensors=None, is_split_into_words: bool = False, **kwargs):
-        language = normalize_language(self.language if language is _DEFAULT else language)
-        if is_split_into_words and language is not None:
+    @property
+    def language(self) -> str | None:
+        """The default language (canonical name, or ``None``); assigning validates it, and ``save_pretrained`` saves it."""
+        return self._language
+
+    @language.setter
+    def language(self, language: str | None) -> None:
+        self._language = _default_language(language)
+
+    def _encode_plus(self, text, text_pair=None, *args, language: LanguageArgument = _DEFAULT,
+                     return_offsets_mapping: bool = False, return_tensors=None, is_split_into_words: bool = False,
+                     **kwargs):
+        batched = _is_batched(text, is_split_into_words)
+        count = len(text) if batched else 1
+        languages = _languages_per_example(self.language if language is _DEFAULT else language, count, batched)
+        if is_split_into_words and any(name is not None for name in languages):
             raise ValueError("pre-tokenized input (is_split_into_words=True) has no source to parse: pass language=None.")
         text, text_pair = _decode_bytes(text), _decode_bytes(text_pair)
         encoding = super()._encode_plus(text, text_pair, *args, return_offsets_mapping=True, return_tensors=None,
                                         is_split_into_words=is_split_into_words, **kwargs)
 
-        batched = isinstance(text, (list, tuple)) and not is_split_into_words
         texts = list(text) if batched else [text]
         pairs = list(text_pair) if batched and text_pair is not None else [text_pair] * len(texts)
         sample_of = encoding.get("overflow_to_sample_mapping") or range(len(encoding.encodings))
         links = [
-            self._links(tokens, texts[sample], pairs[sample], language)
+            self._links(tokens, texts[sample], pairs[sample], languages[sample])
             for tokens, sample in zip(encoding.encodings, sample_of)
         ]
         unbatched = not isinstance(encoding["input_ids"][0], list) if encoding["input_ids"] else False

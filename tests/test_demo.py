@@ -1,0 +1,52 @@
+"""The demo's quiet checkpoint I/O: transformers' progress bars and LOAD REPORT go, other warnings stay."""
+
+import logging
+
+from transformers.utils import logging as hf_logging
+
+from conftest import tiny_config
+from sasa import SasaForSequenceClassification, SasaModel
+from sasa.demo import quiet_checkpoint_io, reload_problems
+
+
+class Recorder(logging.Handler):
+    """Keeps the messages transformers logs (they reach the ``transformers`` logger unless a filter drops them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def load_head_onto_base_checkpoint(path) -> dict:
+    """Load a classification head from a base-model checkpoint: a lossy load that makes transformers report."""
+    SasaModel(tiny_config()).save_pretrained(path)
+    _, loading_info = SasaForSequenceClassification.from_pretrained(path, output_loading_info=True)
+    return loading_info
+
+
+def test_quiet_checkpoint_io_drops_bars_and_load_report_but_not_other_warnings(tmp_path):
+    recorder = Recorder()
+    logging.getLogger("transformers").addHandler(recorder)
+    try:
+        bars_before = hf_logging.is_progress_bar_enabled()
+        with quiet_checkpoint_io():
+            assert not hf_logging.is_progress_bar_enabled()
+            loading_info = load_head_onto_base_checkpoint(tmp_path / "quiet")
+            hf_logging.get_logger("transformers.modeling_utils").warning("a real problem")
+        assert hf_logging.is_progress_bar_enabled() == bars_before
+        assert not any("LOAD REPORT" in message for message in recorder.messages)
+        assert "a real problem" in recorder.messages
+
+        load_head_onto_base_checkpoint(tmp_path / "loud")
+        assert any("LOAD REPORT" in message for message in recorder.messages)  # the filter is gone again
+    finally:
+        logging.getLogger("transformers").removeHandler(recorder)
+    problems = reload_problems(loading_info)
+    assert "missing keys" in problems and "classifier" in problems
+
+
+def test_reload_problems_is_empty_for_a_faithful_reload():
+    assert reload_problems({"missing_keys": [], "unexpected_keys": set(), "mismatched_keys": [], "error_msgs": []}) == ""
