@@ -76,6 +76,8 @@ def plan_from(args: argparse.Namespace) -> Plan:
     for field in ("sizes", "lengths", "models", "modes"):
         if getattr(args, field):
             setattr(plan, field, getattr(args, field))
+    if args.no_attention:
+        plan.attention_lengths = []
     return plan
 
 
@@ -204,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lengths", nargs="+", type=int)
     parser.add_argument("--models", nargs="+", choices=list(MODELS))
     parser.add_argument("--modes", nargs="+", choices=["infer", "train"])
+    parser.add_argument("--no-attention", action="store_true", help="skip the attention-only rows")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=900, help="seconds before one configuration is given up")
     parser.add_argument("--json", help="write rows, targets and the matmul yardstick to this file")

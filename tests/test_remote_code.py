@@ -12,7 +12,14 @@ import pytest
 import torch
 
 from conftest import padded_batch, read_snippet, tiny_config
-from sasa import SasaForMaskedLM, SasaForSequenceClassification, SasaModel, SasaTokenizer
+from sasa import (
+    SasaForCodeSearch,
+    SasaForCodeSummarization,
+    SasaForMaskedLM,
+    SasaForSequenceClassification,
+    SasaModel,
+    SasaTokenizer,
+)
 
 SHIPPED_FILES = {"configuration_sasa.py", "modeling_sasa.py", "block_layout.py", "sparse_attention.py",
                  "fused_block_attention.py"}
@@ -50,7 +57,12 @@ FRESH_PROCESS = textwrap.dedent(
         else:
             inputs = torch.load(case["inputs"])
         with torch.no_grad():
-            output = model(**inputs)[0]
+            if case.get("generate"):
+                output = model.generate(**inputs, num_beams=2, max_length=6)
+            elif case.get("output_key"):
+                output = getattr(model(**inputs), case["output_key"])
+            else:
+                output = model(**inputs)[0]
         expected = torch.load(case["expected"])
         assert torch.equal(output, expected), (case["path"], (output - expected).abs().max())
         print("identical", case["auto_class"], case["class_name"])
@@ -89,6 +101,35 @@ def test_checkpoints_reload_without_the_package_offline_to_identical_outputs(tmp
             torch.save(model(**inputs)[0], tmp_path / f"expected-{index}.pt")
         cases.append(dict(path=str(path), auto_class=auto_class, class_name=class_name,
                           inputs=str(tmp_path / "inputs.pt"), expected=str(tmp_path / f"expected-{index}.pt")))
+
+    # The task heads, each under the Auto class its checkpoint names for it (and generate() for the summarizer).
+    pair_inputs = dict(input_ids=input_ids[:, None].expand(2, 2, 45).clone(),
+                       attention_mask=attention_mask[:, None].expand(2, 2, 45).clone(),
+                       ast_links=ast_links[:, None].expand(2, 2, 45, 2).clone())
+    pair_inputs["input_ids"][:, 1, 3:9] = 7  # the two members differ
+    search_inputs = dict(inputs, query_input_ids=input_ids[:, :12], query_attention_mask=attention_mask[:, :12])
+    summary_inputs = dict(inputs, labels=torch.randint(5, config.vocab_size, (2, 6)))
+    task_heads = [
+        (SasaForSequenceClassification, "AutoModelForSequenceClassification", pair_inputs, dict(output_key="logits")),
+        (SasaForCodeSearch, "AutoModelForTextEncoding", search_inputs, dict(output_key="scores")),
+        (SasaForCodeSummarization, "AutoModelForSeq2SeqLM", summary_inputs, dict(output_key="logits")),
+        (SasaForCodeSummarization, "AutoModelForSeq2SeqLM", inputs, dict(generate=True)),
+    ]
+    for index, (cls, auto_class, case_inputs, how) in enumerate(task_heads):
+        torch.manual_seed(index)
+        path = tmp_path / f"task-{index}"
+        cls(tiny_config(num_labels=2, num_decoder_layers=2, classify_pairs=case_inputs is pair_inputs)).save_pretrained(path)
+        model = cls.from_pretrained(path).eval()
+        torch.save(case_inputs, tmp_path / f"task-inputs-{index}.pt")
+        with torch.no_grad():
+            if how.get("generate"):
+                expected = model.generate(**case_inputs, num_beams=2, max_length=6)
+            else:
+                expected = getattr(model(**case_inputs), how["output_key"])
+        torch.save(expected, tmp_path / f"task-expected-{index}.pt")
+        cases.append(dict(path=str(path), auto_class=auto_class, class_name=cls.__name__,
+                          inputs=str(tmp_path / f"task-inputs-{index}.pt"),
+                          expected=str(tmp_path / f"task-expected-{index}.pt"), **how))
 
     # Model and tokenizer saved together: model(**tokenizer(code, language=...)) must reload identically.
     tokenizer = SasaTokenizer.from_pretrained(bpe_dir)

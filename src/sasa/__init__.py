@@ -9,13 +9,24 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForMaskedLM,
+    AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
+    AutoModelForTextEncoding,
     AutoTokenizer,
 )
 
 from .block_layout import BlockLayout, ast_block_scores, build_layout, frequency_block_scores
 from .configuration_sasa import SasaConfig
-from .modeling_sasa import SasaForMaskedLM, SasaForSequenceClassification, SasaModel, SasaPreTrainedModel
+from .data_collator import SasaDataCollator
+from .modeling_sasa import (
+    CodeSearchOutput,
+    SasaForCodeSearch,
+    SasaForCodeSummarization,
+    SasaForMaskedLM,
+    SasaForSequenceClassification,
+    SasaModel,
+    SasaPreTrainedModel,
+)
 from .sparse_attention import SUPPORTED_BACKENDS
 from .tokenization_sasa import SasaTokenizer
 
@@ -25,12 +36,18 @@ AutoConfig.register(SasaConfig.model_type, SasaConfig, exist_ok=True)
 AutoModel.register(SasaConfig, SasaModel, exist_ok=True)
 AutoModelForMaskedLM.register(SasaConfig, SasaForMaskedLM, exist_ok=True)
 AutoModelForSequenceClassification.register(SasaConfig, SasaForSequenceClassification, exist_ok=True)
+AutoModelForSeq2SeqLM.register(SasaConfig, SasaForCodeSummarization, exist_ok=True)
+AutoModelForTextEncoding.register(SasaConfig, SasaForCodeSearch, exist_ok=True)
 AutoTokenizer.register(SasaConfig, tokenizer_class=SasaTokenizer, exist_ok=True)
 
 __all__ = [
     "BlockLayout",
+    "CodeSearchOutput",
     "SUPPORTED_BACKENDS",
     "SasaConfig",
+    "SasaDataCollator",
+    "SasaForCodeSearch",
+    "SasaForCodeSummarization",
     "SasaForMaskedLM",
     "SasaForSequenceClassification",
     "SasaModel",

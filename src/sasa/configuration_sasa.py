@@ -14,6 +14,7 @@ SASA_AUTO_MAP = {
     "AutoModel": "modeling_sasa.SasaModel",
     "AutoModelForMaskedLM": "modeling_sasa.SasaForMaskedLM",
     "AutoModelForSequenceClassification": "modeling_sasa.SasaForSequenceClassification",
+    "AutoModelForSeq2SeqLM": "modeling_sasa.SasaForCodeSummarization",
 }
 
 
@@ -56,6 +57,10 @@ class SasaConfig(PretrainedConfig):
         random_seed: Seed of the random blocks in eval mode, so inference is deterministic.
         frequency_partners: Partners kept per vocabulary id in the model's top-k frequency table (0 = no table, no
             top-k blocks). Set by ``SasaModel.set_frequency_table``.
+        num_decoder_layers: Layers of the summary decoder of ``SasaForCodeSummarization`` (6, as CodeXGLUE's
+            code-to-text model); the encoder-only heads ignore it.
+        classify_pairs: ``SasaForSequenceClassification`` classifies *pairs* of sequences (inputs ``[B, 2, L]``, each
+            encoded on its own, the two ``<s>`` vectors joined), as CodeXGLUE's clone-detection model.
     """
 
     model_type = "sasa"
@@ -87,6 +92,8 @@ class SasaConfig(PretrainedConfig):
         num_random_blocks: int = 0,
         random_seed: int = 0,
         frequency_partners: int = 0,
+        num_decoder_layers: int = 6,
+        classify_pairs: bool = False,
         **kwargs,
     ):
         self.vocab_size = vocab_size
@@ -114,6 +121,8 @@ class SasaConfig(PretrainedConfig):
         self.num_random_blocks = num_random_blocks
         self.random_seed = random_seed
         self.frequency_partners = frequency_partners
+        self.num_decoder_layers = num_decoder_layers
+        self.classify_pairs = classify_pairs
         kwargs.setdefault("auto_map", dict(SASA_AUTO_MAP))
         super().__init__(**kwargs)
         self._validate_sasa_fields()
@@ -127,7 +136,7 @@ class SasaConfig(PretrainedConfig):
         positive = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                     "type_vocab_size", "block_size")
         non_negative = ("window_radius", "num_global_blocks", "num_topk_blocks", "num_ast_blocks",
-                        "num_random_blocks", "pad_token_id", "frequency_partners")
+                        "num_random_blocks", "pad_token_id", "frequency_partners", "num_decoder_layers")
         for name in positive + non_negative:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):

@@ -12,20 +12,23 @@ This file is shipped inside checkpoints: it imports torch, transformers and its 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
-from transformers import PreTrainedModel
+from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN, gelu
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutputWithPooling,
     MaskedLMOutput,
+    Seq2SeqLMOutput,
     SequenceClassifierOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput
 
 from .block_layout import BlockLayout, ast_block_scores, build_layout, frequency_block_scores
 from .configuration_sasa import SasaConfig
@@ -262,6 +265,9 @@ class SasaPreTrainedModel(PreTrainedModel):
         elif isinstance(module, SasaFrequencyTable):
             init.zeros_(module.partner_ids)
             init.zeros_(module.partner_weights)
+        elif isinstance(module, nn.MultiheadAttention):  # the summary decoder's attention (not nn.Linear weights)
+            init.normal_(module.in_proj_weight, mean=0.0, std=self.config.initializer_range)
+            init.zeros_(module.in_proj_bias)
 
 
 class SasaModel(SasaPreTrainedModel):
@@ -558,23 +564,45 @@ class SasaForMaskedLM(SasaPreTrainedModel):
 
 
 class SasaClassificationHead(nn.Module):
-    """RoBERTa's sequence classification head on the ``<s>`` token."""
+    """RoBERTa's sequence classification head on the ``<s>`` token: dropout → dense → tanh → dropout → out. For pairs
+    (``config.classify_pairs``, CodeXGLUE's clone-detection model) it reads the two ``<s>`` vectors joined, ``[B, 2H]``."""
 
     def __init__(self, config: SasaConfig):
         super().__init__()
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        width = config.hidden_size * (2 if config.classify_pairs else 1)
+        self.dense = nn.Linear(width, config.hidden_size)
         self.dropout = nn.Dropout(dropout)
         self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(features[:, 0])
+    def forward(self, features: torch.Tensor, batch: int) -> torch.Tensor:
+        """``features [B * S, L, H]`` (``S`` sequences per example) → ``logits [B, num_labels]``."""
+        x = self.dropout(features[:, 0].reshape(batch, -1))
         x = self.dropout(torch.tanh(self.dense(x)))
         return self.out_proj(x)
 
 
+def _flatten_pairs(name: str, tensor: torch.Tensor | None, trailing: int) -> torch.Tensor | None:
+    """``[B, 2, L, ...]`` → ``[2B, L, ...]``: both functions of every pair through the encoder in one batch."""
+    if tensor is None:
+        return None
+    if tensor.dim() < 3 + trailing - 1 or tensor.shape[1] != 2:
+        raise ValueError(
+            f"with config.classify_pairs, {name} must have shape [batch, 2, length, ...] (the two functions of each "
+            f"pair, e.g. from SasaDataCollator), got {list(tensor.shape)}."
+        )
+    return tensor.reshape(-1, *tensor.shape[2:])
+
+
 class SasaForSequenceClassification(SasaPreTrainedModel):
-    """Sequence classification / regression on ``<s>`` (e.g. Devign defect detection with ``num_labels=2``)."""
+    """Sequence classification / regression on ``<s>`` (e.g. Devign defect detection with ``num_labels=2``), or of
+    *pairs* with ``config.classify_pairs`` (e.g. BigCloneBench clone detection, as CodeXGLUE's reference model).
+
+    Pairs: each function is encoded *separately* by the shared encoder, with its own AST links (two 1024-token
+    functions are two 1024-token inputs, never one 2048-token input), and the two ``<s>`` vectors are joined
+    ``[B, 2H]`` and classified. Every per-token input is stacked per pair, ``input_ids [B, 2, L]``
+    (``SasaDataCollator`` builds them from features whose ``input_ids`` holds two token lists).
+    """
 
     def __init__(self, config: SasaConfig):
         super().__init__(config)
@@ -599,13 +627,22 @@ class SasaForSequenceClassification(SasaPreTrainedModel):
     ) -> SequenceClassifierOutput | tuple:
         r"""``labels [B]``: class ids (cross-entropy), floats when ``num_labels == 1`` (MSE), or ``[B, num_labels]``
         multi-hot floats for ``problem_type="multi_label_classification"``. Other arguments as
-        :meth:`SasaModel.forward`."""
+        :meth:`SasaModel.forward`; with ``config.classify_pairs`` every per-token input has a pair axis,
+        ``[B, 2, L, ...]``, and ``hidden_states``/``attentions`` are the encoder's over the ``2B`` functions."""
         return_dict = self.config.return_dict if return_dict is None else return_dict
+        reference = input_ids if input_ids is not None else inputs_embeds
+        batch = reference.shape[0] if reference is not None else 0
+        if self.config.classify_pairs:
+            input_ids, attention_mask, token_type_ids, position_ids, ast_links = (
+                _flatten_pairs(name, tensor, 1) for name, tensor in (
+                    ("input_ids", input_ids), ("attention_mask", attention_mask), ("token_type_ids", token_type_ids),
+                    ("position_ids", position_ids), ("ast_links", ast_links)))
+            inputs_embeds = _flatten_pairs("inputs_embeds", inputs_embeds, 2)
         outputs = self.sasa(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, ast_links,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
         )
-        logits = self.classifier(outputs.last_hidden_state)
+        logits = self.classifier(outputs.last_hidden_state, batch)
         loss = None
         if labels is not None:
             loss = self._loss(logits, labels.to(logits.device))
@@ -628,6 +665,214 @@ class SasaForSequenceClassification(SasaPreTrainedModel):
         return BCEWithLogitsLoss()(logits, labels.to(logits.dtype))
 
 
+@dataclass
+class CodeSearchOutput(ModelOutput):
+    """Output of :class:`SasaForCodeSearch`.
+
+    Attributes:
+        loss: In-batch softmax cross-entropy of the queries against the batch's code (when both are given).
+        scores: ``[B_query, B_code]`` dot products ``query · code``.
+        code_embeds: ``[B, H]`` code vectors.
+        query_embeds: ``[B, H]`` query vectors.
+    """
+
+    loss: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+    code_embeds: torch.Tensor | None = None
+    query_embeds: torch.Tensor | None = None
+
+
+class SasaForCodeSearch(SasaPreTrainedModel):
+    """Bi-encoder for code search (CodeXGLUE NL-code-search-Adv): code and natural-language queries go through the
+    same encoder (shared weights) to one vector each, the ``<s>`` token's last hidden state; training scores every
+    query against every code of the batch (dot products) with a softmax over the batch, the right code on the diagonal.
+
+    :meth:`encode` turns code or queries into vectors for retrieval on its own. The vector is the ``<s>`` state of the
+    base model, so a plain ``AutoModel`` load of this checkpoint with CLS pooling (e.g. sentence-transformers'
+    ``Pooling(pooling_mode="cls")``) gives the same vectors.
+    """
+
+    def __init__(self, config: SasaConfig):
+        super().__init__(config)
+        self.sasa = SasaModel(config, add_pooling_layer=False)
+        self.post_init()
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        ast_links: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``[B, L]`` tokens of code (with its ``ast_links``) or of queries → ``[B, H]`` vectors (unnormalised)."""
+        return self.sasa(input_ids, attention_mask, ast_links=ast_links, return_dict=True).last_hidden_state[:, 0]
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        ast_links: torch.Tensor | None = None,
+        query_input_ids: torch.Tensor | None = None,
+        query_attention_mask: torch.Tensor | None = None,
+        return_loss: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> CodeSearchOutput | tuple:
+        r"""
+        Args:
+            input_ids, attention_mask, ast_links: ``[B, L]`` the code (``ast_links`` from the tokenizer).
+            query_input_ids, query_attention_mask: ``[B, Lq]`` the natural-language queries, query ``i`` describing
+                code ``i``.
+            return_loss: Compute the in-batch loss (default: when both code and queries are given).
+        """
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        if input_ids is None and query_input_ids is None:
+            raise ValueError("SasaForCodeSearch needs input_ids (code), query_input_ids (queries), or both.")
+        code = self.encode(input_ids, attention_mask, ast_links) if input_ids is not None else None
+        query = self.encode(query_input_ids, query_attention_mask) if query_input_ids is not None else None
+        scores = loss = None
+        if code is not None and query is not None:
+            scores = query @ code.T
+            if return_loss is not False:
+                loss = CrossEntropyLoss()(scores, torch.arange(scores.shape[0], device=scores.device))
+        output = CodeSearchOutput(loss=loss, scores=scores, code_embeds=code, query_embeds=query)
+        return output if return_dict else output.to_tuple()
+
+
 SasaModel.register_for_auto_class("AutoModel")
 SasaForMaskedLM.register_for_auto_class("AutoModelForMaskedLM")
 SasaForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+class SasaDecoderLayer(GradientCheckpointingLayer):
+    """One layer of the summary decoder, as ``nn.TransformerDecoderLayer`` (post-norm): causal self-attention over the
+    summary so far, attention to the encoder's states of the code, feed-forward."""
+
+    def __init__(self, config: SasaConfig):
+        super().__init__()
+        heads, width, dropout = config.num_attention_heads, config.hidden_size, config.hidden_dropout_prob
+        self.self_attn = nn.MultiheadAttention(width, heads, dropout=config.attention_probs_dropout_prob,
+                                               batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(width, heads, dropout=config.attention_probs_dropout_prob,
+                                                batch_first=True)
+        self.intermediate = nn.Linear(width, config.intermediate_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.output = nn.Linear(config.intermediate_size, width)
+        self.norms = nn.ModuleList([nn.LayerNorm(width, eps=config.layer_norm_eps) for _ in range(3)])
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, hidden_states: torch.Tensor, encoder_states: torch.Tensor, causal_mask: torch.Tensor,
+                padding_mask: torch.Tensor | None, encoder_padding_mask: torch.Tensor | None) -> torch.Tensor:
+        attended, _ = self.self_attn(hidden_states, hidden_states, hidden_states, attn_mask=causal_mask,
+                                     key_padding_mask=padding_mask, need_weights=False)
+        hidden_states = self.norms[0](hidden_states + self.dropout(attended))
+        attended, _ = self.cross_attn(hidden_states, encoder_states, encoder_states,
+                                      key_padding_mask=encoder_padding_mask, need_weights=False)
+        hidden_states = self.norms[1](hidden_states + self.dropout(attended))
+        fed = self.output(self.dropout(self.activation(self.intermediate(hidden_states))))
+        return self.norms[2](hidden_states + self.dropout(fed))
+
+
+class SasaSummaryHead(nn.Module):
+    """CodeXGLUE's code-to-text output: dense → tanh → projection onto the vocabulary (tied to the word embeddings)."""
+
+    def __init__(self, config: SasaConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.decoder(torch.tanh(self.dense(hidden_states)))
+
+
+class SasaForCodeSummarization(SasaPreTrainedModel, GenerationMixin):
+    """Code summarization (CodeXGLUE code-to-text): the SASA encoder reads the (long) code with its AST links, a
+    Transformer decoder of ``config.num_decoder_layers`` layers (6, as CodeXGLUE) writes the summary while attending
+    to it. The decoder embeds summary tokens with the encoder's embedding module and predicts them through a projection
+    tied to the word embeddings, as CodeXGLUE's model does.
+
+    ``labels [B, T]``: the summary's token ids (``-100`` where not scored); the decoder reads them shifted right behind
+    ``decoder_start_token_id``. ``generate()`` runs beam search (``num_beams=10`` as CodeXGLUE, or any generation
+    setting); the decoder keeps no key/value cache (it re-reads the summary so far at each step, cheap next to the
+    encoder for summaries of a few dozen tokens).
+    """
+
+    _tied_weights_keys = {"lm_head.decoder.weight": "sasa.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: SasaConfig):
+        config.is_encoder_decoder = True
+        if getattr(config, "decoder_start_token_id", None) is None:
+            config.decoder_start_token_id = config.bos_token_id
+        super().__init__(config)
+        self.sasa = SasaModel(config, add_pooling_layer=False)
+        self.decoder_layers = nn.ModuleList([SasaDecoderLayer(config) for _ in range(config.num_decoder_layers)])
+        self.lm_head = SasaSummaryHead(config)
+        self.post_init()
+        self.generation_config.use_cache = False  # no key/value cache: each step re-reads the summary so far
+
+    def get_encoder(self, modality: str | None = None) -> SasaModel:
+        return self.sasa
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.lm_head.decoder = new_embeddings
+
+    def decode(self, decoder_input_ids: torch.Tensor, encoder_states: torch.Tensor,
+               encoder_attention_mask: torch.Tensor | None = None,
+               decoder_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, T]`` summary tokens so far + ``[B, L, H]`` encoder states → ``[B, T, V]`` next-token logits."""
+        length = decoder_input_ids.shape[1]
+        hidden_states = self.sasa.embeddings(decoder_input_ids, None, None, None)
+        causal_mask = torch.ones(length, length, dtype=torch.bool, device=hidden_states.device).triu(1)
+        padding_mask = None if decoder_attention_mask is None else ~decoder_attention_mask.bool()
+        encoder_padding_mask = None if encoder_attention_mask is None else ~encoder_attention_mask.bool()
+        for layer in self.decoder_layers:
+            hidden_states = layer(hidden_states, encoder_states, causal_mask, padding_mask, encoder_padding_mask)
+        return self.lm_head(hidden_states)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        ast_links: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutputWithPooling | tuple | None = None,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> Seq2SeqLMOutput | tuple:
+        r"""
+        Args:
+            input_ids, attention_mask, ast_links: ``[B, L]`` the code, as for :class:`SasaModel`.
+            decoder_input_ids: ``[B, T]`` the summary so far (default: ``labels`` shifted right).
+            decoder_attention_mask: ``[B, T]`` 1 for real summary tokens.
+            encoder_outputs: The encoder's output, when already computed (``generate`` passes it).
+            labels: ``[B, T]`` the summary to predict, ``-100`` where not scored.
+        """
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        if encoder_outputs is None:
+            encoder_outputs = self.sasa(input_ids, attention_mask, ast_links=ast_links, return_dict=True)
+        encoder_states = encoder_outputs[0]
+        if decoder_input_ids is None:
+            if labels is None:
+                raise ValueError("SasaForCodeSummarization needs decoder_input_ids or labels (the summary).")
+            decoder_input_ids = self._shift_right(labels)
+        logits = self.decode(decoder_input_ids, encoder_states, attention_mask, decoder_attention_mask)
+        loss = None
+        if labels is not None:
+            loss = CrossEntropyLoss()(logits.reshape(-1, logits.shape[-1]), labels.to(logits.device).reshape(-1))
+        output = Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=encoder_states)
+        return output if return_dict else output.to_tuple()
+
+    def _shift_right(self, labels: torch.Tensor) -> torch.Tensor:
+        """``[start, y_0, ..., y_{T-2}]``: what the decoder reads to predict ``labels`` (``-100`` read as padding)."""
+        shifted = labels.new_full(labels.shape, self.config.pad_token_id)
+        shifted[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == -100, self.config.pad_token_id)
+        shifted[:, 0] = self.config.decoder_start_token_id
+        return shifted
+
+
+# A code-search checkpoint loads its bi-encoder with AutoModelForTextEncoding, while its AutoModel stays the plain
+# encoder (CLS vectors equal to encode(), so sentence-transformers and other AutoModel users get the same embeddings).
+SasaForCodeSearch.register_for_auto_class("AutoModelForTextEncoding")
+SasaForCodeSummarization.register_for_auto_class("AutoModelForSeq2SeqLM")

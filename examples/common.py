@@ -1,0 +1,186 @@
+"""What the four CodeXGLUE task scripts share: arguments, data loading, the long-code filter, checkpoint checks.
+
+Each ``run_*.py`` parses ``(ModelArguments, DataArguments, TrainingArguments)`` with one
+``transformers.HfArgumentParser``, so every Trainer flag works and so does a JSON file of arguments.
+"""
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import datasets
+from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerBase
+from transformers.trainer_utils import get_last_checkpoint
+
+from sasa import SasaConfig
+
+#: Local data formats, by file extension, and the ``datasets`` builder that reads each.
+LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(default=None, metadata={
+        "help": "SASA checkpoint directory or Hub id (convert CodeBERT first: sasa convert <roberta> <out_dir>)."})
+    tokenizer_name: str | None = field(default=None, metadata={
+        "help": "Tokenizer directory or Hub id, if not the checkpoint's (needed with --from_scratch alone)."})
+    from_scratch: bool = field(default=False, metadata={
+        "help": "Random weights: SasaConfig defaults (or the checkpoint's shape), then --config_overrides."})
+    config_overrides: str | None = field(default=None, metadata={
+        "help": "With --from_scratch: e.g. 'hidden_size=128,num_hidden_layers=2,num_attention_heads=4'."})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "Start afresh in a non-empty --output_dir instead of resuming its last checkpoint-N "
+                "(transformers 5's TrainingArguments no longer has this flag)."})
+
+    def __post_init__(self) -> None:
+        if self.from_scratch and self.model_name_or_path is None and self.tokenizer_name is None:
+            raise ValueError("--from_scratch needs a tokenizer: give --tokenizer_name (or --model_name_or_path).")
+        if not self.from_scratch and self.model_name_or_path is None:
+            raise ValueError("give --model_name_or_path (a SASA checkpoint), or --from_scratch with --tokenizer_name.")
+        if self.config_overrides and not self.from_scratch:
+            raise ValueError(f"--config_overrides {self.config_overrides!r} changes the model's shape, which only "
+                             "--from_scratch can do; a pretrained checkpoint's config is fixed.")
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(default=None, metadata={
+        "help": "Hub dataset, e.g. google/code_x_glue_cc_defect_detection."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Its config, e.g. 'python'."})
+    train_file: str | None = field(default=None, metadata={"help": "Local .jsonl/.json/.parquet, Hub columns."})
+    validation_file: str | None = field(default=None, metadata={"help": "Local .jsonl/.json/.parquet."})
+    test_file: str | None = field(default=None, metadata={"help": "Local .jsonl/.json/.parquet."})
+    max_source_length: int = field(default=1024, metadata={"help": "Tokens kept per code input (truncation)."})
+    long_only: bool = field(default=False, metadata={
+        "help": "Keep only examples longer than --long_threshold tokens (the paper's long-code setting)."})
+    long_threshold: int = field(default=512, metadata={"help": "Token count an example must exceed to be kept."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use the first N training examples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use the first N eval/test examples."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for datasets.map."})
+    language: str | None = field(default=None, metadata={
+        "help": "Language of the code, for its AST links (default: the task's, e.g. c for defect detection)."})
+
+    def __post_init__(self) -> None:
+        if self.dataset_name and self.data_files():
+            raise ValueError(f"give --dataset_name or local files, not both; got {self.dataset_name!r} and "
+                             f"{self.data_files()}.")
+        for split, path in self.data_files().items():
+            if os.path.splitext(path)[1] not in LOCAL_FORMATS:
+                raise ValueError(f"--{split}_file {path}: expected one of {sorted(LOCAL_FORMATS)} files.")
+        if self.long_threshold < 0:
+            raise ValueError(f"--long_threshold must be >= 0 tokens, got {self.long_threshold}.")
+
+    def data_files(self) -> dict[str, str]:
+        """The local files given, by split: ``{"train": ..., "validation": ..., "test": ...}`` (only those set)."""
+        files = {"train": self.train_file, "validation": self.validation_file, "test": self.test_file}
+        return {split: path for split, path in files.items() if path}
+
+
+def load_raw_datasets(data_args: DataArguments, required_columns: Sequence[str]) -> datasets.DatasetDict:
+    """The task's splits, from the Hub (``--dataset_name``) or local files, each checked for ``required_columns``."""
+    if data_args.dataset_name:
+        raw = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name)
+        source = data_args.dataset_name
+    else:
+        files = data_args.data_files()
+        if not files:
+            raise ValueError("no data: give --dataset_name (e.g. google/code_x_glue_cc_defect_detection) or at "
+                             "least one of --train_file, --validation_file, --test_file (.jsonl, .json, .parquet).")
+        for split, path in files.items():
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"--{split}_file {path}: no such file.")
+        raw = datasets.DatasetDict({
+            split: datasets.load_dataset(LOCAL_FORMATS[os.path.splitext(path)[1]], data_files=path, split="train")
+            for split, path in files.items()})
+        source = "the local files"
+    for split, dataset in raw.items():
+        missing = [column for column in required_columns if column not in dataset.column_names]
+        if missing:
+            raise ValueError(f"split {split!r} of {source} lacks the column(s) {missing}: this task needs "
+                             f"{list(required_columns)}; the split has {dataset.column_names}.")
+    return raw
+
+
+def select_split(raw: datasets.DatasetDict, split: str, max_samples: int | None = None) -> datasets.Dataset:
+    """Split ``split``, cut to its first ``max_samples`` examples; a ``ValueError`` naming the splits there are."""
+    if split not in raw:
+        raise ValueError(f"this run needs a {split!r} split, but the data has {list(raw)}: give --{split}_file "
+                         f"(or a dataset with that split), or leave out the --do_* flag that needs it.")
+    dataset = raw[split]
+    return dataset.select(range(min(max_samples, len(dataset)))) if max_samples is not None else dataset
+
+
+def keep_long_examples(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, columns: str | Sequence[str],
+                       threshold: int = 512, num_proc: int | None = None) -> tuple[datasets.Dataset, str]:
+    """The examples longer than ``threshold`` tokens, and a one-line report of how many were kept.
+
+    Length is ``len(tokenizer(text)["input_ids"])``: no truncation, special tokens included. With several columns
+    (clone detection's ``func1``, ``func2``, each encoded on its own), an example is kept if *any* is longer.
+    Measure the text the model sees: apply the task's preprocessing (e.g. ``' '.join(func.split())``) first.
+    """
+    columns = [columns] if isinstance(columns, str) else list(columns)
+    # A SASA tokenizer parses the code for AST links when it has a default language; lengths do not depend on them.
+    no_parsing = {"language": None} if hasattr(tokenizer, "ast_relations") else {}
+
+    def is_long(batch: dict[str, list]) -> list[bool]:
+        longest = [0] * len(batch[columns[0]])
+        for column in columns:
+            encoded = tokenizer(batch[column], truncation=False, return_attention_mask=False, verbose=False,
+                                **no_parsing)
+            longest = [max(length, len(ids)) for length, ids in zip(longest, encoded["input_ids"])]
+        return [length > threshold for length in longest]
+
+    kept = dataset.filter(is_long, batched=True, num_proc=num_proc,
+                          desc=f"Keeping examples longer than {threshold} tokens")
+    where = " or ".join(repr(column) for column in columns)
+    if len(kept) == 0:
+        raise ValueError(f"no example is longer than {threshold} tokens (in {where}): looked at {len(dataset)}. "
+                         "Run without --long_only, or with a lower --long_threshold.")
+    return kept, f"kept {len(kept)} of {len(dataset)} examples longer than {threshold} tokens (in {where})"
+
+
+def check_sasa_checkpoint(path_or_id: str) -> None:
+    """``ValueError`` unless ``path_or_id`` is a SASA checkpoint (``model_type == "sasa"``), saying how to make one."""
+    if os.path.isdir(path_or_id) and not os.path.isfile(os.path.join(path_or_id, "config.json")):
+        raise ValueError(f"{path_or_id} is a directory without config.json, so not a checkpoint (it holds "
+                         f"{sorted(os.listdir(path_or_id))[:8]}); expected a SASA checkpoint, as "
+                         "save_pretrained or `sasa convert <roberta checkpoint> <out_dir>` writes one.")
+    config = AutoConfig.from_pretrained(path_or_id, trust_remote_code=True)
+    if config.model_type != "sasa":
+        raise ValueError(f"{path_or_id} is a {config.model_type!r} checkpoint ({type(config).__name__}), not a SASA "
+                         f"one. Convert it first: `sasa convert {path_or_id} <out_dir>`, then pass "
+                         "--model_name_or_path <out_dir>.")
+
+
+def load_config(model_args: ModelArguments, **kwargs) -> PretrainedConfig:
+    """The model's configuration, with ``kwargs`` (e.g. ``num_labels=1``) set on it.
+
+    The checkpoint's config; with ``--from_scratch``, SasaConfig defaults (or the checkpoint's config when one is
+    given) then ``--config_overrides``; pass ``vocab_size=len(tokenizer)`` there. Checks ``--model_name_or_path``
+    is a SASA checkpoint first.
+    """
+    if model_args.model_name_or_path is not None:
+        check_sasa_checkpoint(model_args.model_name_or_path)
+        config = AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=True, **kwargs)
+    else:
+        config = SasaConfig(**kwargs)
+    if model_args.config_overrides:
+        config.update_from_string(model_args.config_overrides)
+    return config
+
+
+def last_checkpoint(output_dir: str, do_train: bool = True, overwrite_output_dir: bool = False) -> str | None:
+    """The ``checkpoint-N`` directory in ``output_dir`` to resume training from, or ``None`` to start afresh.
+
+    transformers' example-script rule: when training into an existing ``output_dir`` (and not
+    ``--overwrite_output_dir``), resume from its last checkpoint; a non-empty directory without one is a
+    ``ValueError`` rather than a silent overwrite. Give ``--resume_from_checkpoint`` precedence over this.
+    """
+    if not do_train or overwrite_output_dir or not os.path.isdir(output_dir):
+        return None
+    checkpoint = get_last_checkpoint(output_dir)
+    if checkpoint is None and os.listdir(output_dir):
+        raise ValueError(f"output directory {output_dir} is not empty and holds no checkpoint-N to resume from "
+                         f"(it has {sorted(os.listdir(output_dir))[:8]}): pass --overwrite_output_dir to train "
+                         "into it anyway, or choose another --output_dir.")
+    return checkpoint

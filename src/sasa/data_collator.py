@@ -1,0 +1,69 @@
+"""``SasaDataCollator``: pads the features of every SASA head into a batch.
+
+A feature is a dict of token lists as the tokenizer returns them. Keys are grouped by the prefix in front of
+``input_ids``: ``input_ids``/``attention_mask``/``ast_links`` are one group, ``query_input_ids``/``query_attention_mask``
+(code search) another; each group is padded with the tokenizer (``ast_links`` rows with ``-1``). A group whose
+``input_ids`` holds a *list* of token lists per feature (clone detection: the two functions of a pair) is padded as
+one batch of ``2B`` sequences and stacked to ``[B, 2, L]``. ``labels`` are stacked as they are (class ids) or, when
+they are token lists (summaries), right-padded with ``-100``. Other keys are stacked as tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+TOKEN_FIELDS = ("input_ids", "attention_mask", "ast_links")
+
+
+@dataclass
+class SasaDataCollator:
+    """Pad a list of features into tensors (see the module docstring).
+
+    Args:
+        tokenizer: The :class:`~sasa.SasaTokenizer` (its ``pad`` pads ``ast_links`` with ``-1``).
+        pad_to_multiple_of: Pad lengths to a multiple of this (e.g. the model's ``block_size``).
+        label_pad_token_id: Padding of token-list labels (ignored by the loss).
+    """
+
+    tokenizer: Any
+    pad_to_multiple_of: int | None = None
+    label_pad_token_id: int = -100
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if not features:
+            raise ValueError("SasaDataCollator got an empty list of features.")
+        prefixes = [key[: -len("input_ids")] for key in features[0] if key.endswith("input_ids")]
+        batch: dict[str, torch.Tensor] = {}
+        for prefix in prefixes:
+            batch.update(self._pad_group(features, prefix))
+        grouped = {prefix + field for prefix in prefixes for field in TOKEN_FIELDS}
+        for key in features[0]:
+            if key in grouped:
+                continue
+            values = [feature[key] for feature in features]
+            if key == "labels" and isinstance(values[0], (list, tuple)):
+                batch[key] = self._pad_labels(values)
+            else:
+                batch[key] = torch.as_tensor(values)
+        return batch
+
+    def _pad_group(self, features: list[dict[str, Any]], prefix: str) -> dict[str, torch.Tensor]:
+        rows = [{field: feature[prefix + field] for field in TOKEN_FIELDS if prefix + field in feature}
+                for feature in features]
+        paired = bool(rows[0]["input_ids"]) and isinstance(rows[0]["input_ids"][0], (list, tuple))
+        if paired:  # [B] features of 2 sequences → 2B sequences, padded together, stacked back to [B, 2, L]
+            rows = [{field: row[field][member] for field in row} for row in rows for member in range(2)]
+        padded = self.tokenizer.pad(rows, padding=True, pad_to_multiple_of=self.pad_to_multiple_of,
+                                    return_tensors="pt")
+        if paired:
+            padded = {field: tensor.view(len(features), 2, *tensor.shape[1:]) for field, tensor in padded.items()}
+        return {prefix + field: tensor for field, tensor in padded.items()}
+
+    def _pad_labels(self, values: list) -> torch.Tensor:
+        width = max(len(value) for value in values)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        return torch.tensor([list(value) + [self.label_pad_token_id] * (width - len(value)) for value in values])

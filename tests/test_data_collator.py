@@ -1,0 +1,55 @@
+"""SasaDataCollator pads every head's features: plain, prefixed groups (queries), pairs, token-list labels."""
+
+import pytest
+import torch
+
+from conftest import read_snippet
+from sasa.data_collator import SasaDataCollator
+
+PYTHON, JAVA = read_snippet("example.py")[:300], read_snippet("Example.java")[:200]
+
+
+def test_plain_and_query_groups_are_padded_separately(tokenizer):
+    code = tokenizer([PYTHON, JAVA], language=["python", "java"])
+    queries = tokenizer(["return the sum of a list", "parse"], language=None)
+    features = [dict(input_ids=code["input_ids"][i], attention_mask=code["attention_mask"][i],
+                     ast_links=code["ast_links"][i], query_input_ids=queries["input_ids"][i],
+                     query_attention_mask=queries["attention_mask"][i]) for i in range(2)]
+    batch = SasaDataCollator(tokenizer, pad_to_multiple_of=8)(features)
+    expected = tokenizer.pad([{k: code[k][i] for k in code} for i in range(2)], pad_to_multiple_of=8,
+                             return_tensors="pt")
+    for key in ("input_ids", "attention_mask", "ast_links"):
+        assert torch.equal(batch[key], expected[key])
+    width = max(len(ids) for ids in queries["input_ids"])
+    assert batch["query_input_ids"].shape == (2, -(-width // 8) * 8)
+    assert batch["query_attention_mask"].sum(1).tolist() == [len(ids) for ids in queries["input_ids"]]
+
+
+def test_pairs_are_padded_together_and_stacked(tokenizer):
+    code = tokenizer([PYTHON, JAVA, JAVA[:80]], language=["python", "java", "java"])
+    row = [{key: code[key][i] for key in code} for i in range(3)]
+    features = [dict(input_ids=[row[0]["input_ids"], row[1]["input_ids"]],
+                     attention_mask=[row[0]["attention_mask"], row[1]["attention_mask"]],
+                     ast_links=[row[0]["ast_links"], row[1]["ast_links"]], labels=1),
+                dict(input_ids=[row[2]["input_ids"], row[0]["input_ids"]],
+                     attention_mask=[row[2]["attention_mask"], row[0]["attention_mask"]],
+                     ast_links=[row[2]["ast_links"], row[0]["ast_links"]], labels=0)]
+    batch = SasaDataCollator(tokenizer)(features)
+    flat = tokenizer.pad([row[0], row[1], row[2], row[0]], return_tensors="pt")
+    assert batch["input_ids"].shape == (2, 2, flat["input_ids"].shape[1])
+    for key in ("input_ids", "attention_mask", "ast_links"):
+        assert torch.equal(batch[key].reshape(4, *batch[key].shape[2:]), flat[key])
+    assert batch["labels"].tolist() == [1, 0]
+
+
+def test_token_list_labels_are_padded_with_minus_100(tokenizer):
+    code = tokenizer([PYTHON, JAVA], language=["python", "java"])
+    features = [dict(input_ids=code["input_ids"][i], attention_mask=code["attention_mask"][i],
+                     ast_links=code["ast_links"][i], labels=labels) for i, labels in enumerate([[5, 6, 2], [7, 2]])]
+    batch = SasaDataCollator(tokenizer)(features)
+    assert batch["labels"].tolist() == [[5, 6, 2], [7, 2, -100]]
+
+
+def test_empty_batch_is_an_error(tokenizer):
+    with pytest.raises(ValueError, match="empty"):
+        SasaDataCollator(tokenizer)([])
