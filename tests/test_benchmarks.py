@@ -16,7 +16,7 @@ spec.loader.exec_module(run)
 
 
 def plan(**overrides):
-    fields = dict(quick=False, sizes=None, lengths=None, models=None, modes=None)
+    fields = dict(quick=False, sizes=None, lengths=None, models=None, modes=None, no_attention=False)
     fields.update(overrides)
     return run.plan_from(argparse.Namespace(**fields))
 
@@ -64,3 +64,11 @@ def test_measure_reports_time_memory_and_throughput(mode):
                        repeats=2, layout=dict(block_size=16), yardstick_size=256))
     assert row["median_ms"] > 0 and row["first_ms"] > 0 and row["peak_increment_mb"] >= 0 and row["gflops"] > 0
     assert row["matmul_gflops"] > 0
+
+
+def test_no_attention_drops_the_attention_rows_only():
+    chosen = plan(no_attention=True, models=["sasa_blocks", "sasa_compiled"], lengths=[1024])
+    rows = list(run.specs(chosen, repeats=1))
+    assert rows and all(row["model"] == "sasa" for row in rows)
+    assert {row["name"] for row in rows} == {"sasa_blocks", "sasa_compiled"}
+    assert all(row.get("compile") for row in rows if row["name"] == "sasa_compiled")
