@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from sasa.block_layout import (
+    PATTERN_CODES,
     ast_block_scores,
     build_layout,
     frequency_block_scores,
@@ -149,3 +150,20 @@ def test_kv_format_matches_flex_block_mask():
     dense = flex.BlockMask.from_kv_blocks(layout.kv_num_blocks[:, None], layout.kv_indices[:, None], BLOCK_SIZE=8,
                                           seq_lengths=(64, 64)).to_dense()
     assert dense[:, 0].bool().equal(layout.block_mask)
+
+
+def test_an_examples_layout_does_not_depend_on_its_batchs_padding():
+    """Tied scores (link counts tie often) are broken by block index, not by the row's length."""
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.ones(1, 6, 6)  # every candidate tied
+    alone = build_layout(torch.ones(1, 48, dtype=torch.bool), 8, num_ast_blocks=2, ast_scores=scores)
+    token_valid = torch.zeros(2, 128, dtype=torch.bool)
+    token_valid[0, :48] = True
+    token_valid[1] = True
+    padded_scores = torch.zeros(2, 16, 16)
+    padded_scores[0, :6, :6] = scores[0]
+    padded_scores[1] = torch.randint(0, 3, (16, 16), generator=generator).float()
+    batched = build_layout(token_valid, 8, num_ast_blocks=2, ast_scores=padded_scores)
+    assert torch.equal(batched.block_mask[0, :6, :6], alone.block_mask[0])
+    assert not batched.block_mask[0, :6, 6:].any()
+    assert (alone.sources[0] == PATTERN_CODES["ast"]).sum() > 0

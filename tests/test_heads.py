@@ -64,17 +64,28 @@ def test_code_search_scores_every_query_against_every_code():
     torch.testing.assert_close(output.loss, expected_loss)
 
 
-def test_code_search_vectors_are_the_base_models_first_token(tmp_path):
-    """A code-search checkpoint loaded as a plain encoder (AutoModel, sentence-transformers' CLS pooling) gives the
-    same vectors as encode()."""
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_code_search_vectors_are_the_base_models_pooled_states(tmp_path, pooling):
+    """A code-search checkpoint loaded as a plain encoder (AutoModel, sentence-transformers' mean/CLS pooling) gives
+    the same vectors as encode()."""
     torch.manual_seed(0)
-    model = SasaForCodeSearch(tiny_config()).eval()
+    model = SasaForCodeSearch(tiny_config(pooling=pooling)).eval()
     model.save_pretrained(tmp_path)
     base = SasaModel.from_pretrained(tmp_path).eval()
     model = SasaForCodeSearch.from_pretrained(tmp_path).eval()
     code_ids, code_mask = padded_batch([45, 30])
     with torch.no_grad():
-        torch.testing.assert_close(base(code_ids, code_mask).last_hidden_state[:, 0], model.encode(code_ids, code_mask))
+        states = base(code_ids, code_mask).last_hidden_state
+        if pooling == "cls":
+            expected = states[:, 0]
+        else:
+            expected = torch.stack([states[0, :45].mean(0), states[1, :30].mean(0)])
+        torch.testing.assert_close(model.encode(code_ids, code_mask), expected)
+
+
+def test_unknown_pooling_is_a_clear_error():
+    with pytest.raises(ValueError, match="pooling"):
+        SasaForCodeSearch(tiny_config(pooling="max"))
 
 
 def summarizer(seed=0):

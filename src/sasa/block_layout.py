@@ -46,7 +46,8 @@ def global_blocks(num_blocks: int, num_global: int, device: torch.device | None 
 
 
 def highest_scoring_blocks(scores: torch.Tensor, k: int, available: torch.Tensor) -> torch.Tensor:
-    """Pick, per query block, the ``k`` available key blocks with the highest *positive* score.
+    """Pick, per query block, the ``k`` available key blocks with the highest *positive* score (ties: the lower block
+    index first).
 
     Args:
         scores: ``[B, n, n]`` float, ``scores[b, i, j]`` = evidence that query block ``i`` should see key block ``j``.
@@ -61,7 +62,10 @@ def highest_scoring_blocks(scores: torch.Tensor, k: int, available: torch.Tensor
     if k == 0:
         return chosen
     candidates = scores.float().masked_fill(~available | (scores <= 0), float("-inf"))
-    values, indices = candidates.topk(k, dim=-1)
+    # A stable sort, not topk: equal scores (link counts tie often) go to the lower block index whatever the row's
+    # length, so an example's layout does not depend on how much padding its batch adds.
+    values, indices = candidates.sort(dim=-1, descending=True, stable=True)
+    values, indices = values[..., :k], indices[..., :k]
     return chosen.scatter_(-1, indices, torch.isfinite(values))
 
 

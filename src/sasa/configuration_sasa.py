@@ -61,6 +61,8 @@ class SasaConfig(PretrainedConfig):
             code-to-text model); the encoder-only heads ignore it.
         classify_pairs: ``SasaForSequenceClassification`` classifies *pairs* of sequences (inputs ``[B, 2, L]``, each
             encoded on its own, the two ``<s>`` vectors joined), as CodeXGLUE's clone-detection model.
+        pooling: How ``SasaForCodeSearch`` turns a sequence into one vector: ``"mean"`` over the real tokens (as
+            UniXcoder's code search) or ``"cls"`` (the ``<s>`` token's state).
     """
 
     model_type = "sasa"
@@ -94,6 +96,7 @@ class SasaConfig(PretrainedConfig):
         frequency_partners: int = 0,
         num_decoder_layers: int = 6,
         classify_pairs: bool = False,
+        pooling: str = "mean",
         **kwargs,
     ):
         self.vocab_size = vocab_size
@@ -123,6 +126,7 @@ class SasaConfig(PretrainedConfig):
         self.frequency_partners = frequency_partners
         self.num_decoder_layers = num_decoder_layers
         self.classify_pairs = classify_pairs
+        self.pooling = pooling
         kwargs.setdefault("auto_map", dict(SASA_AUTO_MAP))
         super().__init__(**kwargs)
         self._validate_sasa_fields()

@@ -684,16 +684,20 @@ class CodeSearchOutput(ModelOutput):
 
 class SasaForCodeSearch(SasaPreTrainedModel):
     """Bi-encoder for code search (CodeXGLUE NL-code-search-Adv): code and natural-language queries go through the
-    same encoder (shared weights) to one vector each, the ``<s>`` token's last hidden state; training scores every
-    query against every code of the batch (dot products) with a softmax over the batch, the right code on the diagonal.
+    same encoder (shared weights) to one vector each; training scores every query against every code of the batch
+    (dot products) with a softmax over the batch, the right code on the diagonal.
 
-    :meth:`encode` turns code or queries into vectors for retrieval on its own. The vector is the ``<s>`` state of the
-    base model, so a plain ``AutoModel`` load of this checkpoint with CLS pooling (e.g. sentence-transformers'
-    ``Pooling(pooling_mode="cls")``) gives the same vectors.
+    The vector is the mean of the last hidden states over the real tokens (``config.pooling="mean"``, as UniXcoder's
+    code search) or the ``<s>`` token's state (``"cls"``). It is computed from the base model's output alone, so a
+    plain ``AutoModel`` load of this checkpoint with the same pooling (e.g. sentence-transformers'
+    ``Pooling(pooling_mode="mean")``) gives the same vectors. :meth:`encode` turns code or queries into vectors for
+    retrieval on its own.
     """
 
     def __init__(self, config: SasaConfig):
         super().__init__(config)
+        if config.pooling not in ("mean", "cls"):
+            raise ValueError(f"SasaConfig.pooling must be 'mean' or 'cls', got {config.pooling!r}.")
         self.sasa = SasaModel(config, add_pooling_layer=False)
         self.post_init()
 
@@ -704,7 +708,11 @@ class SasaForCodeSearch(SasaPreTrainedModel):
         ast_links: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``[B, L]`` tokens of code (with its ``ast_links``) or of queries → ``[B, H]`` vectors (unnormalised)."""
-        return self.sasa(input_ids, attention_mask, ast_links=ast_links, return_dict=True).last_hidden_state[:, 0]
+        states = self.sasa(input_ids, attention_mask, ast_links=ast_links, return_dict=True).last_hidden_state
+        if self.config.pooling == "cls":
+            return states[:, 0]
+        weights = (torch.ones_like(input_ids) if attention_mask is None else attention_mask).to(states.dtype)[..., None]
+        return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
 
     def forward(
         self,
@@ -873,6 +881,7 @@ class SasaForCodeSummarization(SasaPreTrainedModel, GenerationMixin):
 
 
 # A code-search checkpoint loads its bi-encoder with AutoModelForTextEncoding, while its AutoModel stays the plain
-# encoder (CLS vectors equal to encode(), so sentence-transformers and other AutoModel users get the same embeddings).
+# encoder (pooled as config.pooling, it gives encode()'s vectors: sentence-transformers and other AutoModel users get
+# the same embeddings).
 SasaForCodeSearch.register_for_auto_class("AutoModelForTextEncoding")
 SasaForCodeSummarization.register_for_auto_class("AutoModelForSeq2SeqLM")
