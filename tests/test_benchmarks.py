@@ -72,3 +72,16 @@ def test_no_attention_drops_the_attention_rows_only():
     assert rows and all(row["model"] == "sasa" for row in rows)
     assert {row["name"] for row in rows} == {"sasa_blocks", "sasa_compiled"}
     assert all(row.get("compile") for row in rows if row["name"] == "sasa_compiled")
+
+
+@pytest.mark.parametrize("case", [dict(model="sasa"), dict(model="roberta_sdpa"), dict(model="sasa", pairs=True)])
+def test_training_throughput_runs_trainer_steps_and_times_their_parts(case):
+    """The plumbing of benchmarks/training_throughput.py on a short input (the numbers are not asserted)."""
+    spec = importlib.util.spec_from_file_location("training_throughput",
+                                                  Path(__file__).parents[1] / "benchmarks" / "training_throughput.py")
+    throughput = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(throughput)
+    row = throughput.run_case(dict(case, size="small", length=64, batch_size=2, warmup=1, steps=2))
+    assert row["tokens_per_second"] > 0 and row["seconds"] > 0
+    assert 0 < row["collate_share"] < 1
+    assert (0 < row["layout_share"] < 1) if case["model"] == "sasa" else row["layout_share"] == 0

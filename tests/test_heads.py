@@ -184,3 +184,20 @@ def test_activation_checkpointing_gives_the_same_gradients(head):
     assert plain.keys() == checkpointed.keys()
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_generate_ignores_use_cache_for_a_checkpoint_without_generation_config(tmp_path):
+    """from_pretrained of a checkpoint without generation_config.json (e.g. a converted encoder) leaves use_cache
+    unset, i.e. on: generate must still read the whole summary so far at every step."""
+    summarizer(seed=2).save_pretrained(tmp_path)
+    (tmp_path / "generation_config.json").unlink()
+    model = SasaForCodeSummarization.from_pretrained(tmp_path).eval()
+    input_ids, attention_mask = padded_batch([45, 30])
+    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, max_length=8, no_repeat_ngram_size=1)
+    with torch.no_grad():
+        cached = model.generate(**kwargs, use_cache=True)
+        uncached = model.generate(**kwargs, use_cache=False)
+        beams = model.generate(**kwargs, num_beams=3, use_cache=True)
+        beams_uncached = model.generate(**kwargs, num_beams=3, use_cache=False)
+    assert len(set(uncached[0, 1:].tolist())) > 1  # a varied summary, or the comparison proves nothing
+    assert torch.equal(cached, uncached) and torch.equal(beams, beams_uncached)

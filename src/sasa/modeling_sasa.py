@@ -872,6 +872,13 @@ class SasaForCodeSummarization(SasaPreTrainedModel, GenerationMixin):
         output = Seq2SeqLMOutput(loss=loss, logits=logits, encoder_last_hidden_state=encoder_states)
         return output if return_dict else output.to_tuple()
 
+    def prepare_inputs_for_generation(self, input_ids: torch.Tensor, encoder_outputs=None, attention_mask=None,
+                                      **kwargs) -> dict:
+        """Each step reads the whole summary so far (``input_ids`` are the decoder's): there is no key/value cache to
+        hand only the newest token to, whatever ``generation_config.use_cache`` says (``from_pretrained`` of a
+        checkpoint without a ``generation_config.json``, e.g. a converted encoder, leaves it unset, which means on)."""
+        return {"decoder_input_ids": input_ids, "encoder_outputs": encoder_outputs, "attention_mask": attention_mask}
+
     def _shift_right(self, labels: torch.Tensor) -> torch.Tensor:
         """``[start, y_0, ..., y_{T-2}]``: what the decoder reads to predict ``labels`` (``-100`` read as padding)."""
         shifted = labels.new_full(labels.shape, self.config.pad_token_id)

@@ -1,6 +1,7 @@
 """Retrieval with a SASA bi-encoder: encode a pool of code and a list of queries, rank, score (MRR).
 
-Used by ``sasa demo`` and ``examples/run_code_search.py``; works with any model that has
+Used by ``sasa demo`` on raw texts (``examples/run_code_search.py`` evaluates its tokenized splits through the
+Trainer's own dataloader); works with any model that has
 ``encode(input_ids, attention_mask, ast_links) -> [B, H]`` (:class:`~sasa.SasaForCodeSearch`).
 """
 
