@@ -170,12 +170,15 @@ def reload_and_predict(checkpoint: str, test: list[Function], queries: list[int]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def run_demo(output_dir: str = "out/sasa-code-search-demo", max_steps: int = 300, seed: int = 0) -> dict:
-    """The main job; returns its numbers (also printed)."""
+def run_demo(output_dir: str = "out/sasa-code-search-demo", max_steps: int = 300, seed: int = 0,
+             train_limit: int | None = None, test_limit: int | None = None) -> dict:
+    """The main job; returns its numbers (also printed). ``train_limit``/``test_limit`` keep the first functions only
+    (a quick run of the same path, for tests)."""
     started = time.time()
     set_seed(seed)
     train, _ = split_by_file(documented_functions(min_chars=TRAIN_MIN_CHARS))
     _, test = split_by_file(documented_functions(min_chars=TEST_MIN_CHARS))
+    train, test = train[:train_limit], test[:test_limit]
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer = stdlib_tokenizer(scratch)
     lengths = sorted(len(ids) for ids in tokenizer([f.code for f in test], language=None)["input_ids"])
