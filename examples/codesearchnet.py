@@ -1,0 +1,109 @@
+"""What the two CodeSearchNet-format scripts share (code search, code summarization): which columns they read, the
+language of each example, the Python docstring removed from the code, the splits they need.
+
+CodeSearchNet rows (``google/code_x_glue_tc_nl_code_search_adv``, ``google/code_x_glue_ct_code_to_text``) carry
+``code`` (the function's source), ``docstring`` (its whole documentation comment), ``docstring_tokens`` (the
+tokens of the docstring's *first paragraph*, CodeSearchNet's summary), ``code_tokens``, ``language``, ...
+CodeXGLUE's models read ``' '.join(code_tokens)`` and ``' '.join(docstring_tokens)``. SASA parses real source for
+its AST links, so the scripts read ``code``, with one fix: a Python function's docstring is *inside* ``code`` (in
+the other languages it is the comment before the function, outside it), and ``code_tokens`` leave it out, so it is
+removed here; otherwise the text to find or to write would be in the input. The natural-language side is
+``' '.join(docstring_tokens)``, as in CodeXGLUE (``docstring`` would add the parameter sections).
+"""
+
+import logging
+
+import datasets
+from transformers import PreTrainedTokenizerBase, TrainingArguments
+
+from common import DataArguments, keep_long_examples, load_raw_datasets, select_split
+from sasa.ast_relations import get_parser, normalize_language, supported_languages_text
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = ["code", "docstring_tokens"]
+DEFAULT_LANGUAGE = "python"  # NL-code-search-Adv is Python; code-to-text rows name theirs in the language column
+
+
+def strip_docstring(code: str) -> str:
+    """Python ``code`` without the docstring of its first function or class (and without that line, if it is left
+    blank). Code without one is returned as it is; tree-sitter parses Python 2 and broken code too."""
+    source = code.encode("utf-8", "surrogatepass")
+    for node in get_parser("python").parse(source).root_node.named_children:
+        if node.type == "decorated_definition":
+            node = node.child_by_field_name("definition")
+        if node is None or node.type not in ("function_definition", "class_definition"):
+            continue
+        body = node.child_by_field_name("body")
+        first = body.named_children[0] if body is not None and body.named_children else None
+        is_docstring = (first is not None and first.type == "expression_statement"
+                        and [child.type for child in first.named_children] in (["string"], ["concatenated_string"]))
+        if not is_docstring:
+            return code
+        start, end = first.start_byte, first.end_byte
+        line_start = source.rfind(b"\n", 0, start) + 1
+        line_end = source.find(b"\n", end) + 1 or len(source)
+        if not (source[line_start:start] + source[end:line_end]).strip():
+            start, end = line_start, line_end
+        return (source[:start] + source[end:]).decode("utf-8", "surrogatepass")
+    return code
+
+
+def unsupported_languages(names) -> list[str]:
+    """The entries of ``names`` that are not languages SASA parses (``None``, no AST links, is fine), sorted."""
+    unknown = set()
+    for name in names:
+        try:
+            normalize_language(name)
+        except ValueError:
+            unknown.add(str(name))
+    return sorted(unknown)
+
+
+def check_languages(raw: datasets.DatasetDict, language: str | None) -> None:
+    """``ValueError`` naming the value, where it is and what is supported, for an unknown ``--language`` or an
+    unknown entry of a ``language`` column (checked before any tokenization)."""
+    if language is not None and unsupported_languages([language]):
+        raise ValueError(f"--language {language!r} is not a language SASA parses; {supported_languages_text()}.")
+    for split, dataset in raw.items():
+        if language is None and "language" in dataset.column_names:
+            unknown = unsupported_languages(dataset.unique("language"))
+            if unknown:
+                raise ValueError(f"split {split!r}: the 'language' column holds {unknown}, which SASA does not "
+                                 f"parse; {supported_languages_text()}. Drop those rows, or give --language to parse "
+                                 "every example as one language.")
+
+
+def prepare(batch: dict[str, list], language: str | None) -> dict[str, list]:
+    """One batch of raw rows → ``code`` (Python docstrings removed), ``text`` (``' '.join(docstring_tokens)``) and
+    ``language`` (``--language``, else the row's ``language`` column, else Python), canonical names."""
+    count = len(batch["code"])
+    languages = [normalize_language(name) for name in (
+        [language] * count if language is not None else batch.get("language") or [DEFAULT_LANGUAGE] * count)]
+    code = [strip_docstring(text) if name == "python" else text for text, name in zip(batch["code"], languages)]
+    return {"code": code, "text": [" ".join(tokens) for tokens in batch["docstring_tokens"]], "language": languages}
+
+
+def load_splits(data_args: DataArguments, training_args: TrainingArguments,
+                tokenizer: PreTrainedTokenizerBase) -> dict[str, datasets.Dataset]:
+    """The splits this run needs (``train`` for ``--do_train``, ``validation`` for ``--do_eval`` or evaluation during
+    training, ``test`` for ``--do_predict``), each as ``code``/``text``/``language`` rows, cut to
+    ``--max_*_samples`` and, with ``--long_only``, to the examples whose code is longer than ``--long_threshold``.
+    Every check (columns, languages, an empty split) runs here, before a model is built."""
+    raw = load_raw_datasets(data_args, COLUMNS)
+    check_languages(raw, data_args.language)
+    evaluates = training_args.do_eval or training_args.eval_strategy != "no"
+    wanted = {"train": training_args.do_train, "validation": evaluates, "test": training_args.do_predict}
+    splits = {}
+    for split in [name for name, needed in wanted.items() if needed]:
+        dataset = select_split(raw, split, data_args.max_train_samples if split == "train"
+                               else data_args.max_eval_samples)
+        dataset = dataset.map(prepare, fn_kwargs={"language": data_args.language}, batched=True,
+                              remove_columns=dataset.column_names, num_proc=data_args.preprocessing_num_workers,
+                              desc=f"Removing Python docstrings from the {split} code")
+        if data_args.long_only:
+            dataset, report = keep_long_examples(dataset, tokenizer, "code", data_args.long_threshold,
+                                                 data_args.preprocessing_num_workers)
+            logger.info("%s split: %s", split, report)
+        splits[split] = dataset
+    return splits
