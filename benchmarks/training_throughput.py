@@ -3,7 +3,8 @@
 Each configuration runs in its own Python process: a classification head (the defect-detection setting; the clone
 pair model at 2 x L), pre-tokenized random examples of exactly ``L`` tokens (tokenization excluded: it runs once,
 before training, in ``datasets.map``), SASA with 4 AST links per token as the tokenizer gives them, the
-``SasaDataCollator`` (``DataCollatorWithPadding`` for RoBERTa), AdamW, dropout on, fp32. After ``--warmup`` steps,
+``SasaDataCollator`` (``DataCollatorWithPadding`` for RoBERTa), AdamW, dropout on (``--attention-dropout 0`` to
+compare without attention dropout, under which PyTorch's CPU SDPA keeps its fused kernel), fp32. After ``--warmup`` steps,
 ``--steps`` steps are timed; the collator's time and the layout building's time (inside the model's forward) are
 timed apart, so the table says what share of a step is spent outside the encoder's layers.
 
@@ -44,7 +45,8 @@ def run_case(spec: dict) -> dict:
     torch.manual_seed(0)
     length, batch, pairs = spec["length"], spec["batch_size"], spec.get("pairs", False)
     vocab = 50265
-    size = dict(SIZES[spec["size"]], vocab_size=vocab, num_labels=2)
+    dropout = spec.get("attention_dropout", 0.1)
+    size = dict(SIZES[spec["size"]], vocab_size=vocab, num_labels=2, attention_probs_dropout_prob=dropout)
     generator = torch.Generator().manual_seed(1)
 
     def random_ids() -> list[int]:
@@ -146,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps (at least 1)")
     parser.add_argument("--steps", type=int, default=8, help="timed steps")
     parser.add_argument("--no-pairs", action="store_true", help="skip the clone pair model at 2 x 1024")
+    parser.add_argument("--attention-dropout", type=float, default=0.1,
+                        help="attention_probs_dropout_prob of both models (0.1: RoBERTa's and CodeXGLUE's fine-tuning "
+                             "default; with dropout PyTorch's CPU SDPA leaves its fused kernel for the math path)")
     parser.add_argument("--json", help="write the rows to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -155,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_case(json.loads(args.worker))))
         return 0
 
-    common = dict(size=args.size, batch_size=args.batch_size, warmup=args.warmup, steps=args.steps)
+    common = dict(size=args.size, batch_size=args.batch_size, warmup=args.warmup, steps=args.steps,
+                  attention_dropout=args.attention_dropout)
     cases = [dict(common, model=model, length=length) for length in args.lengths for model in ("sasa", "roberta_sdpa")]
     if not args.no_pairs:
         cases.append(dict(common, model="sasa", length=1024, pairs=True))
@@ -166,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         status = row.get("error") or f"{row['tokens_per_second']:.0f} tokens/s"
         print(f"  {case['model']:<13} {case['length']:>5}{' x2' if case.get('pairs') else '   '}  {status}", flush=True)
 
-    print(f"\n{args.size} size, batch {args.batch_size}, {args.steps} timed Trainer steps each")
+    print(f"\n{args.size} size, batch {args.batch_size}, attention dropout {args.attention_dropout}, {args.steps} timed "
+          "Trainer steps each")
     print(f"{'model':<18} {'tokens':>7} {'tokens/s':>9} {'vs RoBERTa-SDPA':>16} {'collation':>10} {'layout':>7}")
     checks = []
     for row in rows:
