@@ -61,10 +61,8 @@ def unsupported_languages(names) -> list[str]:
 
 
 def check_languages(raw: datasets.DatasetDict, language: str | None) -> None:
-    """``ValueError`` naming the value, where it is and what is supported, for an unknown ``--language`` or an
-    unknown entry of a ``language`` column (checked before any tokenization)."""
-    if language is not None and unsupported_languages([language]):
-        raise ValueError(f"--language {language!r} is not a language SASA parses; {supported_languages_text()}.")
+    """``ValueError`` naming the value, where it is and what is supported, for an unknown entry of a ``language``
+    column (checked before any tokenization; ``--language`` itself is checked with the arguments)."""
     for split, dataset in raw.items():
         if language is None and "language" in dataset.column_names:
             unknown = unsupported_languages(dataset.unique("language"))

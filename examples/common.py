@@ -4,15 +4,18 @@ Each ``run_*.py`` parses ``(ModelArguments, DataArguments, TrainingArguments)`` 
 ``transformers.HfArgumentParser``, so every Trainer flag works and so does a JSON file of arguments.
 """
 
+import json
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import datasets
-from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerBase
+from transformers import AutoConfig, HfArgumentParser, PretrainedConfig, PreTrainedTokenizerBase, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from sasa import SasaConfig
+from sasa.ast_relations import normalize_language
 
 #: Local data formats, by file extension, and the ``datasets`` builder that reads each.
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
@@ -55,7 +58,8 @@ class DataArguments:
         "help": "Keep only examples longer than --long_threshold tokens (the paper's long-code setting)."})
     long_threshold: int = field(default=512, metadata={"help": "Token count an example must exceed to be kept."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use the first N training examples."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use the first N eval/test examples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use the first N validation examples."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Use the first N test examples."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for datasets.map."})
     language: str | None = field(default=None, metadata={
         "help": "Language of the code, for its AST links (default: the task's, e.g. c for defect detection)."})
@@ -69,11 +73,30 @@ class DataArguments:
                 raise ValueError(f"--{split}_file {path}: expected one of {sorted(LOCAL_FORMATS)} files.")
         if self.long_threshold < 0:
             raise ValueError(f"--long_threshold must be >= 0 tokens, got {self.long_threshold}.")
+        try:
+            normalize_language(self.language)
+        except ValueError as error:
+            raise ValueError(f"--language {self.language}: {error}") from None
 
     def data_files(self) -> dict[str, str]:
         """The local files given, by split: ``{"train": ..., "validation": ..., "test": ...}`` (only those set)."""
         files = {"train": self.train_file, "validation": self.validation_file, "test": self.test_file}
         return {split: path for split, path in files.items() if path}
+
+
+def parse_arguments(argv: list[str] | None, task_defaults: dict, *extra_dataclasses: type,
+                    training_arguments: type = TrainingArguments) -> tuple:
+    """``(ModelArguments, DataArguments, *extra_dataclasses, TrainingArguments)`` from flags, or from one ``.json``
+    file of them, over the task's ``TrainingArguments`` defaults (e.g. ``metric_for_best_model``); a flag or key the
+    user gives wins. The defaults are in place before ``TrainingArguments.__post_init__``, so what it derives from
+    them (``greater_is_better``) follows."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, *extra_dataclasses, training_arguments))
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        with open(argv[0], encoding="utf-8") as handle:
+            return parser.parse_dict({**task_defaults, **json.load(handle)})
+    parser.set_defaults(**task_defaults)
+    return parser.parse_args_into_dataclasses(argv)
 
 
 def load_raw_datasets(data_args: DataArguments, required_columns: Sequence[str]) -> datasets.DatasetDict:
@@ -101,13 +124,17 @@ def load_raw_datasets(data_args: DataArguments, required_columns: Sequence[str])
     return raw
 
 
-def select_split(raw: datasets.DatasetDict, split: str, max_samples: int | None = None) -> datasets.Dataset:
-    """Split ``split``, cut to its first ``max_samples`` examples; a ``ValueError`` naming the splits there are."""
+def select_split(raw: datasets.DatasetDict, split: str, max_samples: int | None = None,
+                 seed: int | None = None) -> datasets.Dataset:
+    """Split ``split``, cut to ``max_samples`` examples: its first ones, or with ``seed`` a random sample (as
+    CodeXGLUE samples BigCloneBench's 10 %); a ``ValueError`` naming the splits there are."""
     if split not in raw:
         raise ValueError(f"this run needs a {split!r} split, but the data has {list(raw)}: give --{split}_file "
                          f"(or a dataset with that split), or leave out the --do_* flag that needs it.")
     dataset = raw[split]
-    return dataset.select(range(min(max_samples, len(dataset)))) if max_samples is not None else dataset
+    if max_samples is None or max_samples >= len(dataset):
+        return dataset
+    return (dataset if seed is None else dataset.shuffle(seed=seed)).select(range(max_samples))
 
 
 def keep_long_examples(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, columns: str | Sequence[str],
@@ -150,6 +177,17 @@ def check_sasa_checkpoint(path_or_id: str) -> None:
         raise ValueError(f"{path_or_id} is a {config.model_type!r} checkpoint ({type(config).__name__}), not a SASA "
                          f"one. Convert it first: `sasa convert {path_or_id} <out_dir>`, then pass "
                          "--model_name_or_path <out_dir>.")
+
+
+def check_model_fits(config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase, max_source_length: int) -> None:
+    """``ValueError`` unless ``--max_source_length`` fits the position table and the tokenizer's ids the vocabulary."""
+    if max_source_length > config.max_sequence_length:
+        raise ValueError(f"--max_source_length {max_source_length} exceeds the model's {config.max_sequence_length} "
+                         "positions: lower it, or convert with a longer position table (sasa convert <roberta> "
+                         f"<out_dir> --max-position-embeddings {max_source_length + 2}).")
+    if len(tokenizer) > config.vocab_size:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} ids but the model only {config.vocab_size}: use the "
+                         "checkpoint's own tokenizer (leave out --tokenizer_name).")
 
 
 def load_config(model_args: ModelArguments, **kwargs) -> PretrainedConfig:

@@ -18,7 +18,6 @@ Local ``--train_file``/``--validation_file``/``--test_file`` (.jsonl, .json, .pa
 ``docstring_tokens`` (and optionally ``language``: one per row). A JSON file of arguments works in place of flags.
 """
 
-import json
 import logging
 import sys
 import time
@@ -28,11 +27,11 @@ import datasets
 import numpy as np
 import torch
 import transformers
-from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers import Trainer, set_seed
 from transformers.trainer_utils import speed_metrics
 
 import codesearchnet
-from common import DataArguments, ModelArguments, last_checkpoint, load_config
+from common import check_model_fits, last_checkpoint, load_config, parse_arguments
 from sasa import SasaDataCollator, SasaForCodeSearch, SasaTokenizer
 from sasa.metrics import mean_reciprocal_rank
 
@@ -75,21 +74,9 @@ class CodeSearchTrainer(Trainer):
         return torch.cat(code).numpy(), torch.cat(queries).numpy()
 
 
-def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, SearchArguments,
-                                                            TrainingArguments]:
-    """Command-line flags, or one ``.json`` file of them, over :data:`TASK_DEFAULTS`."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, SearchArguments, TrainingArguments))
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        with open(argv[0], encoding="utf-8") as handle:
-            return parser.parse_dict({**TASK_DEFAULTS, **json.load(handle)})
-    parser.set_defaults(**TASK_DEFAULTS)
-    return parser.parse_args_into_dataclasses(argv)
-
-
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Train and/or evaluate; returns the metrics (``eval_mrr``, ``test_mrr``, ...). ``argv``: flags, or one .json."""
-    model_args, data_args, search_args, training_args = parse_arguments(argv)
+    model_args, data_args, search_args, training_args = parse_arguments(argv, TASK_DEFAULTS, SearchArguments)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO,
                         handlers=[logging.StreamHandler(sys.stdout)])
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
@@ -102,11 +89,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     tokenizer = SasaTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     if model_args.from_scratch:
         config.vocab_size = len(tokenizer)
-    if data_args.max_source_length > config.max_sequence_length or len(tokenizer) > config.vocab_size:
-        raise ValueError(f"the model takes at most {config.max_sequence_length} tokens and {config.vocab_size} ids; "
-                         f"got --max_source_length {data_args.max_source_length} and a {len(tokenizer)}-id tokenizer. "
-                         "Lower --max_source_length, or convert with a longer position table, and use the "
-                         "checkpoint's own tokenizer.")
+    check_model_fits(config, tokenizer, data_args.max_source_length)
     tokenizer.model_max_length = config.max_sequence_length  # saved with the model: where truncation must cut
 
     # Data: code (Python docstrings removed) and queries, tokenized with the code's AST links.

@@ -18,7 +18,6 @@ Local ``--train_file``/``--validation_file``/``--test_file`` (.jsonl, .json, .pa
 ``docstring_tokens`` (and optionally ``language``: one per row). A JSON file of arguments works in place of flags.
 """
 
-import json
 import logging
 import os
 import sys
@@ -26,10 +25,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import transformers
-from transformers import EvalPrediction, HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
+from transformers import EvalPrediction, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
 
 import codesearchnet
-from common import DataArguments, ModelArguments, last_checkpoint, load_config
+from common import check_model_fits, last_checkpoint, load_config, parse_arguments
 from sasa import SasaDataCollator, SasaForCodeSummarization, SasaTokenizer
 from sasa.metrics import smoothed_bleu
 
@@ -46,21 +45,10 @@ class SummarizationArguments:
         "help": "Tokens kept per summary, its closing </s> included (CodeXGLUE: 128)."})
 
 
-def parse_arguments(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, SummarizationArguments,
-                                                            Seq2SeqTrainingArguments]:
-    """Command-line flags, or one ``.json`` file of them, over :data:`TASK_DEFAULTS`."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, SummarizationArguments, Seq2SeqTrainingArguments))
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        with open(argv[0], encoding="utf-8") as handle:
-            return parser.parse_dict({**TASK_DEFAULTS, **json.load(handle)})
-    parser.set_defaults(**TASK_DEFAULTS)
-    return parser.parse_args_into_dataclasses(argv)
-
-
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Train and/or evaluate; returns the metrics (``eval_bleu``, ``test_bleu``, ...). ``argv``: flags, or one .json."""
-    model_args, data_args, summary_args, training_args = parse_arguments(argv)
+    model_args, data_args, summary_args, training_args = parse_arguments(
+        argv, TASK_DEFAULTS, SummarizationArguments, training_arguments=Seq2SeqTrainingArguments)
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO,
                         handlers=[logging.StreamHandler(sys.stdout)])
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
@@ -76,11 +64,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     tokenizer = SasaTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
     if model_args.from_scratch:
         config.vocab_size = len(tokenizer)
-    if data_args.max_source_length > config.max_sequence_length or len(tokenizer) > config.vocab_size:
-        raise ValueError(f"the model takes at most {config.max_sequence_length} tokens and {config.vocab_size} ids; "
-                         f"got --max_source_length {data_args.max_source_length} and a {len(tokenizer)}-id tokenizer. "
-                         "Lower --max_source_length, or convert with a longer position table, and use the "
-                         "checkpoint's own tokenizer.")
+    check_model_fits(config, tokenizer, data_args.max_source_length)
     tokenizer.model_max_length = config.max_sequence_length  # saved with the model: where truncation must cut
 
     # Data: code (Python docstrings removed) with its AST links; labels = the summary's ids after <s>, ending in </s>.

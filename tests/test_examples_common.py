@@ -208,3 +208,43 @@ def test_last_checkpoint_refuses_a_non_empty_directory_without_checkpoints(tmp_p
     with pytest.raises(ValueError, match=r"not empty and holds no checkpoint-N.*--overwrite_output_dir"):
         common.last_checkpoint(str(tmp_path))
     assert common.last_checkpoint(str(tmp_path), overwrite_output_dir=True) is None
+
+
+# --- shared by the task scripts (proposed with run_defect_detection.py / run_clone_detection.py) --------------------
+
+def test_parse_arguments_puts_task_defaults_under_the_users_flags_and_json(tmp_path):
+    defaults = {"metric_for_best_model": "f1", "ddp_find_unused_parameters": False}
+    base = ["--model_name_or_path", "ckpt", "--output_dir", str(tmp_path)]
+    _, _, args = common.parse_arguments(base, defaults)
+    assert (args.metric_for_best_model, args.greater_is_better, args.ddp_find_unused_parameters) == ("f1", True, False)
+    _, _, args = common.parse_arguments(base + ["--metric_for_best_model", "loss"], defaults)
+    assert (args.metric_for_best_model, args.greater_is_better) == ("loss", False)
+    (tmp_path / "args.json").write_text(json.dumps({"model_name_or_path": "ckpt", "output_dir": str(tmp_path),
+                                                    "max_predict_samples": 7}))
+    _, data_args, args = common.parse_arguments([str(tmp_path / "args.json")], defaults)
+    assert (data_args.max_predict_samples, args.metric_for_best_model) == (7, "f1")
+
+
+def test_an_unknown_language_is_refused_with_the_arguments():
+    with pytest.raises(ValueError, match=r"--language cobol: unsupported language 'cobol'; supported: python"):
+        common.DataArguments(language="cobol")
+    assert common.DataArguments(language="Java").language == "Java"  # aliases and case are the tokenizer's business
+
+
+def test_select_split_with_a_seed_samples_at_random(tmp_path):
+    raw = common.load_raw_datasets(
+        common.DataArguments(train_file=write_jsonl(tmp_path / "train.jsonl", defect_rows(50))), DEFECT_COLUMNS)
+    sample = common.select_split(raw, "train", max_samples=10, seed=0)
+    assert len(sample) == 10 and sample["id"] != list(range(10))
+    assert sample["id"] == common.select_split(raw, "train", max_samples=10, seed=0)["id"]
+    assert len(common.select_split(raw, "train", max_samples=80, seed=0)) == 50
+
+
+def test_check_model_fits_names_the_flag_to_change(bpe_dir):
+    tokenizer = sasa.SasaTokenizer.from_pretrained(bpe_dir)
+    config = tiny_config(vocab_size=len(tokenizer))  # 512 positions
+    common.check_model_fits(config, tokenizer, 512)
+    with pytest.raises(ValueError, match=r"--max_source_length 1024 exceeds the model's 512 positions.*1026"):
+        common.check_model_fits(config, tokenizer, 1024)
+    with pytest.raises(ValueError, match=rf"the tokenizer has {len(tokenizer)} ids but the model only 100"):
+        common.check_model_fits(tiny_config(vocab_size=100), tokenizer, 512)

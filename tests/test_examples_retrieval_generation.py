@@ -353,13 +353,13 @@ def test_bad_input_stops_before_training_with_what_to_fix(script, case, workspac
         message = r"the 'language' column holds \['kotlin'\].*supported: python"
     elif case == "unknown --language":
         extra = ["--language", "cobol"]
-        message = "--language 'cobol' is not a language SASA parses"
+        message = "--language cobol: unsupported language 'cobol'"
     elif case == "non-SASA checkpoint":
         checkpoint = workspace["roberta"]
         message = "is a 'roberta' checkpoint.*sasa convert"
     else:
         extra = ["--max_source_length", "4096"]
-        message = "the model takes at most 512 tokens.*got --max_source_length 4096"
+        message = "--max_source_length 4096 exceeds the model's 512 positions"
     argv = ["--model_name_or_path", checkpoint, *data_flags(workspace, **data), "--do_train", "--do_eval",
             "--output_dir", str(tmp_path / "out"), "--max_source_length", "128", "--report_to", "none", *extra]
     with pytest.raises(ValueError, match=message):
