@@ -7,11 +7,18 @@ Each ``run_*.py`` parses ``(ModelArguments, DataArguments, TrainingArguments)`` 
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import datasets
-from transformers import AutoConfig, HfArgumentParser, PretrainedConfig, PreTrainedTokenizerBase, TrainingArguments
+from transformers import (
+    AutoConfig,
+    HfArgumentParser,
+    PretrainedConfig,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainingArguments,
+)
 from transformers.trainer_utils import get_last_checkpoint
 
 from sasa import SasaConfig
@@ -222,3 +229,30 @@ def last_checkpoint(output_dir: str, do_train: bool = True, overwrite_output_dir
                          f"(it has {sorted(os.listdir(output_dir))[:8]}): pass --overwrite_output_dir to train "
                          "into it anyway, or choose another --output_dir.")
     return checkpoint
+
+
+def train_evaluate_predict(trainer: Trainer, splits: dict[str, datasets.Dataset], training_args: TrainingArguments,
+                           resume: str | None, write_predictions: Callable | None = None) -> dict[str, dict]:
+    """What ``--do_train``, ``--do_eval`` and ``--do_predict`` ask for, with every split's metrics logged and saved.
+
+    Training ends with ``trainer.save_model()``: weights, config, tokenizer and the model's code files, a checkpoint
+    that loads as remote code. ``write_predictions(output)`` writes the task's prediction file from the test split's
+    ``PredictionOutput`` (on the main process only).
+    """
+    results = {}
+    if training_args.do_train:
+        train_result = trainer.train(resume_from_checkpoint=resume)
+        trainer.save_model()
+        trainer.save_state()
+        results["train"] = {**train_result.metrics, "train_samples": len(splits["train"])}
+    if training_args.do_eval:
+        results["eval"] = {**trainer.evaluate(), "eval_samples": len(splits["validation"])}
+    if training_args.do_predict:
+        output = trainer.predict(splits["test"], metric_key_prefix="test")
+        results["test"] = {**output.metrics, "test_samples": len(splits["test"])}
+        if write_predictions is not None and trainer.is_world_process_zero():
+            write_predictions(output)
+    for split, metrics in results.items():
+        trainer.log_metrics(split, metrics)
+        trainer.save_metrics(split, metrics)
+    return results

@@ -101,27 +101,16 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                       data_collator=SasaDataCollator(tokenizer, pad_to_multiple_of=config.block_size),
                       compute_metrics=compute_metrics)
 
-    # Train, evaluate, predict, save.
-    results = {}
-    if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=resume)
-        trainer.save_model()  # weights, config, tokenizer and the code: a checkpoint that loads as remote code
-        trainer.save_state()
-        results["train"] = {**train_result.metrics, "train_samples": len(processed["train"])}
-    if training_args.do_eval:
-        results["eval"] = {**trainer.evaluate(), "eval_samples": len(processed["validation"])}
-    if training_args.do_predict:
-        output = trainer.predict(processed["test"], metric_key_prefix="test")
-        results["test"] = {**output.metrics, "test_samples": len(processed["test"])}
-        test = selected["test"]  # CodeXGLUE's predictions.txt: id1 <tab> id2 <tab> 0/1 (row index without ids)
+    def write_predictions(output) -> None:
+        """CodeXGLUE's predictions.txt for the test split: id1 <tab> id2 <tab> 0/1 per line."""
+        test = selected["test"]
         has_ids = {"id1", "id2"} <= set(test.column_names)
         keys = [f"{a}\t{b}" for a, b in zip(test["id1"], test["id2"])] if has_ids else range(len(test))
-        if trainer.is_world_process_zero():
-            with open(os.path.join(training_args.output_dir, "predictions.txt"), "w", encoding="utf-8") as handle:
-                handle.writelines(f"{key}\t{p}\n" for key, p in zip(keys, np.argmax(output.predictions, axis=-1)))
-    for split, metrics in results.items():
-        trainer.log_metrics(split, metrics)
-        trainer.save_metrics(split, metrics)
+        with open(os.path.join(training_args.output_dir, "predictions.txt"), "w", encoding="utf-8") as handle:
+            handle.writelines(f"{key}\t{p}\n" for key, p in zip(keys, np.argmax(output.predictions, axis=-1)))
+
+    # Train, evaluate, predict, save.
+    results = common.train_evaluate_predict(trainer, processed, training_args, resume, write_predictions)
     if training_args.push_to_hub:
         trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, tasks="text-classification",
                             dataset=data_args.dataset_name, tags=["sasa", "code", "clone-detection"])

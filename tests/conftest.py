@@ -82,3 +82,17 @@ def tokenizer(bpe_dir):
 def read_snippet(name: str) -> str:
     with open(os.path.join(SNIPPETS, name), encoding="utf-8") as handle:
         return handle.read()
+
+
+#: Python source that makes the package "not installed" in a fresh process (any import of ``sasa`` fails): a
+#: subprocess script starts with it to prove a checkpoint works from its own code alone.
+WITHOUT_SASA = """
+import sys
+
+class BlockSasa:
+    def find_spec(self, name, path=None, target=None):
+        if name == "sasa" or name.startswith("sasa."):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+
+sys.meta_path.insert(0, BlockSasa())
+"""

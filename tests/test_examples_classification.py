@@ -19,7 +19,7 @@ import pytest
 import torch
 from transformers import RobertaConfig, RobertaModel, Trainer
 
-from conftest import read_snippet, tiny_config
+from conftest import WITHOUT_SASA, read_snippet, tiny_config
 from sasa import SasaForSequenceClassification, SasaModel, SasaTokenizer
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
@@ -179,16 +179,10 @@ def test_clone_detection_learns_renamed_copies(clone_run):
     assert len(lines) == 32 and lines[1].split("\t")[:2] == ["2", "3"] and lines[1].split("\t")[2] in {"0", "1"}
 
 
-FRESH_PROCESS = textwrap.dedent(
+FRESH_PROCESS = WITHOUT_SASA + textwrap.dedent(
     """
     import json, sys
 
-    class BlockSasa:  # the package is "not installed": any import of it fails
-        def find_spec(self, name, path=None, target=None):
-            if name == "sasa" or name.startswith("sasa."):
-                raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
-
-    sys.meta_path.insert(0, BlockSasa())
     import torch
     import transformers
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 from transformers import RobertaConfig, RobertaModel, Trainer
 
-from conftest import SNIPPETS, tiny_config
+from conftest import SNIPPETS, WITHOUT_SASA, tiny_config
 from sasa import SasaForCodeSearch, SasaForCodeSummarization, SasaModel, SasaTokenizer
 from sasa.metrics import mean_reciprocal_rank, smoothed_bleu
 
@@ -244,16 +244,10 @@ def test_summarization_trains_generates_and_writes_codexglue_files(summarization
 
 # --- the saved models without the package ----------------------------------------------------------------------------
 
-FRESH_PROCESS = textwrap.dedent(
+FRESH_PROCESS = WITHOUT_SASA + textwrap.dedent(
     """
     import json, sys
 
-    class BlockSasa:  # the package is "not installed": any import of it fails
-        def find_spec(self, name, path=None, target=None):
-            if name == "sasa" or name.startswith("sasa."):
-                raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
-
-    sys.meta_path.insert(0, BlockSasa())
     import torch
     import transformers
 

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 import torch
 
-from conftest import padded_batch, read_snippet, tiny_config
+from conftest import WITHOUT_SASA, padded_batch, read_snippet, tiny_config
 from sasa import (
     SasaForCodeSearch,
     SasaForCodeSummarization,
@@ -24,16 +24,10 @@ from sasa import (
 SHIPPED_FILES = {"configuration_sasa.py", "modeling_sasa.py", "block_layout.py", "sparse_attention.py",
                  "fused_block_attention.py"}
 
-FRESH_PROCESS = textwrap.dedent(
+FRESH_PROCESS = WITHOUT_SASA + textwrap.dedent(
     """
     import json, sys
 
-    class BlockSasa:  # the package is "not installed": any import of it fails
-        def find_spec(self, name, path=None, target=None):
-            if name == "sasa" or name.startswith("sasa."):
-                raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
-
-    sys.meta_path.insert(0, BlockSasa())
     try:
         import sasa  # noqa: F401
         raise SystemExit("sasa is importable; the test would prove nothing")

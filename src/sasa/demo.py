@@ -147,7 +147,9 @@ RELOAD_PROCESS = textwrap.dedent(
     queries = encode(request["queries"], None, request["max_query_tokens"])
     scores = queries @ code.T
     top = scores.topk(3, dim=-1)
-    print(json.dumps(dict(module=type(model).__module__, code=code.tolist(),
+    right = torch.tensor(request["right"])
+    ranks = 1 + (scores > scores.gather(1, right[:, None])).sum(1)  # where the right function came
+    print(json.dumps(dict(module=type(model).__module__, code=code.tolist(), ranks=ranks.tolist(),
                           top=top.indices.tolist(), scores=top.values.tolist())))
     """
 )
@@ -156,7 +158,7 @@ RELOAD_PROCESS = textwrap.dedent(
 def reload_and_predict(checkpoint: str, test: list[Function], queries: list[int]) -> dict:
     """Load ``checkpoint`` in a fresh Python without the package (offline) and retrieve for the given test queries."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump(dict(code=[f.code for f in test], queries=[test[i].docstring for i in queries],
+        json.dump(dict(code=[f.code for f in test], queries=[test[i].docstring for i in queries], right=queries,
                        max_code_tokens=MAX_CODE_TOKENS, max_query_tokens=MAX_QUERY_TOKENS), handle)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1")
@@ -242,8 +244,9 @@ def run_demo(output_dir: str = "out/sasa-code-search-demo", max_steps: int = 300
     print(f"reloaded in a fresh Python without the sasa package ({reloaded['module'].rsplit('.', 1)[0]}): code vectors "
           f"max |diff| = {difference:.1e} from the fine-tuned model")
     print("\npredictions of the reloaded model (top 3 of the test pool per query):")
-    for query, top, scores in zip(shown, reloaded["top"], reloaded["scores"]):
-        print(f"  query: {test[query].docstring[:100]!r} (the right function: {test[query].path}:{test[query].name})")
+    for query, top, scores, rank in zip(shown, reloaded["top"], reloaded["scores"], reloaded["ranks"]):
+        print(f"  query: {test[query].docstring[:100]!r}\n  (the right function, {test[query].path}:{test[query].name}, "
+              f"ranks {rank} of {len(test)})")
         for rank, (index, score) in enumerate(zip(top, scores), start=1):
             mark = "  <- the right function" if index == query else ""
             print(f"    {rank}. {test[index].path}:{test[index].name} ({score:.1f}){mark}")
