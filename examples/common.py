@@ -214,6 +214,25 @@ def load_config(model_args: ModelArguments, **kwargs) -> PretrainedConfig:
     return config
 
 
+def load_model(model_class: type, model_args: ModelArguments, config: PretrainedConfig):
+    """``model_class`` with random weights (``--from_scratch``) or the checkpoint's weights, under ``config``."""
+    if model_args.from_scratch:
+        return model_class(config)
+    return model_class.from_pretrained(model_args.model_name_or_path, config=config)
+
+
+def keep_long_splits(splits: dict[str, datasets.Dataset], tokenizer: PreTrainedTokenizerBase,
+                     columns: str | Sequence[str], data_args: DataArguments, log) -> dict[str, datasets.Dataset]:
+    """:func:`keep_long_examples` on every split (``--long_threshold``, ``--preprocessing_num_workers``), each
+    split's report passed to ``log`` (e.g. ``logger.info``)."""
+    kept = {}
+    for split, dataset in splits.items():
+        kept[split], report = keep_long_examples(dataset, tokenizer, columns, data_args.long_threshold,
+                                                 data_args.preprocessing_num_workers)
+        log("%s split: %s", split, report)
+    return kept
+
+
 def last_checkpoint(output_dir: str, do_train: bool = True, overwrite_output_dir: bool = False) -> str | None:
     """The ``checkpoint-N`` directory in ``output_dir`` to resume training from, or ``None`` to start afresh.
 

@@ -31,7 +31,7 @@ from transformers import Trainer, set_seed
 from transformers.trainer_utils import speed_metrics
 
 import codesearchnet
-from common import check_model_fits, last_checkpoint, load_config, parse_arguments
+from common import check_model_fits, last_checkpoint, load_config, load_model, parse_arguments
 from sasa import SasaDataCollator, SasaForCodeSearch, SasaTokenizer
 from sasa.metrics import mean_reciprocal_rank
 
@@ -106,10 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
               for split, dataset in splits.items()}
 
     # Model and Trainer. The collator pads the code group and the query_ group each to whole blocks.
-    if model_args.from_scratch:
-        model = SasaForCodeSearch(config)
-    else:
-        model = SasaForCodeSearch.from_pretrained(model_args.model_name_or_path, config=config)
+    model = load_model(SasaForCodeSearch, model_args, config)
     trainer = CodeSearchTrainer(
         model=model, args=training_args, train_dataset=splits.get("train"), eval_dataset=splits.get("validation"),
         processing_class=tokenizer, data_collator=SasaDataCollator(tokenizer, pad_to_multiple_of=config.block_size))

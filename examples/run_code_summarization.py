@@ -28,7 +28,7 @@ import transformers
 from transformers import EvalPrediction, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
 
 import codesearchnet
-from common import check_model_fits, last_checkpoint, load_config, parse_arguments
+from common import check_model_fits, last_checkpoint, load_config, load_model, parse_arguments
 from sasa import SasaDataCollator, SasaForCodeSummarization, SasaTokenizer
 from sasa.metrics import smoothed_bleu
 
@@ -83,10 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                  for split, dataset in splits.items()}
 
     # Model and Trainer; BLEU as CodeXGLUE reports it.
-    if model_args.from_scratch:
-        model = SasaForCodeSummarization(config)
-    else:
-        model = SasaForCodeSummarization.from_pretrained(model_args.model_name_or_path, config=config)
+    model = load_model(SasaForCodeSummarization, model_args, config)
     # The saved model generates as it was evaluated. The decoder keeps no key/value cache, but from_pretrained of a
     # checkpoint without generation_config.json leaves use_cache unset and generate() would then feed it only the
     # newest token: turn it off explicitly.

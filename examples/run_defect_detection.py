@@ -69,10 +69,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     selected = {split: common.select_split(raw, split, max_samples)
                 for split, (needed, max_samples) in wanted.items() if needed}
     if data_args.long_only:  # the paper's long-code subsets; --max_*_samples applies first
-        for split, dataset in selected.items():
-            selected[split], report = common.keep_long_examples(
-                dataset, tokenizer, "func", data_args.long_threshold, data_args.preprocessing_num_workers)
-            logger.info("%s split: %s", split, report)
+        selected = common.keep_long_splits(selected, tokenizer, "func", data_args, logger.info)
 
     def preprocess(batch: dict[str, list]) -> dict[str, list]:
         encoded = tokenizer(batch["func"], truncation=True, max_length=data_args.max_source_length)
@@ -86,10 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
     # Model and Trainer.
     set_seed(training_args.seed)
-    if model_args.from_scratch:
-        model = SasaForSequenceClassification(config)
-    else:
-        model = SasaForSequenceClassification.from_pretrained(model_args.model_name_or_path, config=config)
+    model = common.load_model(SasaForSequenceClassification, model_args, config)
     trainer = Trainer(model=model, args=training_args, train_dataset=processed.get("train"),
                       eval_dataset=processed.get("validation"), processing_class=tokenizer,
                       data_collator=SasaDataCollator(tokenizer, pad_to_multiple_of=config.block_size),

@@ -38,7 +38,7 @@ def test_pair_model_encodes_each_function_separately():
                 state = model.sasa(inputs["input_ids"][pair, member, None, :length],
                                    ast_links=inputs["ast_links"][pair, member, None, :length]).last_hidden_state
                 first_tokens.append(state[0, 0])
-        expected = model.classifier(torch.stack(first_tokens)[:, None], 2)
+        expected = model.classifier(torch.stack(first_tokens)[:, None])
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
 
 

@@ -565,7 +565,8 @@ class SasaForMaskedLM(SasaPreTrainedModel):
 
 class SasaClassificationHead(nn.Module):
     """RoBERTa's sequence classification head on the ``<s>`` token: dropout → dense → tanh → dropout → out. For pairs
-    (``config.classify_pairs``, CodeXGLUE's clone-detection model) it reads the two ``<s>`` vectors joined, ``[B, 2H]``."""
+    (``config.classify_pairs``, CodeXGLUE's clone-detection model) it reads the two ``<s>`` vectors joined,
+    ``[B, 2H]``."""
 
     def __init__(self, config: SasaConfig):
         super().__init__()
@@ -575,9 +576,9 @@ class SasaClassificationHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
 
-    def forward(self, features: torch.Tensor, batch: int) -> torch.Tensor:
-        """``features [B * S, L, H]`` (``S`` sequences per example) → ``logits [B, num_labels]``."""
-        x = self.dropout(features[:, 0].reshape(batch, -1))
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``features [B * S, L, H]`` (``S`` = 2 sequences per example for pairs, else 1) → ``logits [B, labels]``."""
+        x = self.dropout(features[:, 0].reshape(-1, self.dense.in_features))
         x = self.dropout(torch.tanh(self.dense(x)))
         return self.out_proj(x)
 
@@ -586,7 +587,7 @@ def _flatten_pairs(name: str, tensor: torch.Tensor | None, trailing: int) -> tor
     """``[B, 2, L, ...]`` → ``[2B, L, ...]``: both functions of every pair through the encoder in one batch."""
     if tensor is None:
         return None
-    if tensor.dim() < 3 + trailing - 1 or tensor.shape[1] != 2:
+    if tensor.dim() < 2 + trailing or tensor.shape[1] != 2:
         raise ValueError(
             f"with config.classify_pairs, {name} must have shape [batch, 2, length, ...] (the two functions of each "
             f"pair, e.g. from SasaDataCollator), got {list(tensor.shape)}."
@@ -630,8 +631,6 @@ class SasaForSequenceClassification(SasaPreTrainedModel):
         :meth:`SasaModel.forward`; with ``config.classify_pairs`` every per-token input has a pair axis,
         ``[B, 2, L, ...]``, and ``hidden_states``/``attentions`` are the encoder's over the ``2B`` functions."""
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        reference = input_ids if input_ids is not None else inputs_embeds
-        batch = reference.shape[0] if reference is not None else 0
         if self.config.classify_pairs:
             input_ids, attention_mask, token_type_ids, position_ids, ast_links = (
                 _flatten_pairs(name, tensor, 1) for name, tensor in (
@@ -642,7 +641,7 @@ class SasaForSequenceClassification(SasaPreTrainedModel):
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, ast_links,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
         )
-        logits = self.classifier(outputs.last_hidden_state, batch)
+        logits = self.classifier(outputs.last_hidden_state)
         loss = None
         if labels is not None:
             loss = self._loss(logits, labels.to(logits.device))

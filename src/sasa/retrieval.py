@@ -44,13 +44,6 @@ def encode_texts(
     return torch.cat(vectors) if vectors else torch.empty(0, model.config.hidden_size)
 
 
-def top_candidates(query_vectors: torch.Tensor, code_vectors: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each query, the indices and scores (dot products) of its ``k`` best code candidates, best first."""
-    scores = query_vectors @ code_vectors.T
-    values, indices = scores.topk(min(k, code_vectors.shape[0]), dim=-1)
-    return indices.numpy(), values.numpy()
-
-
 def retrieval_mrr(query_vectors: torch.Tensor, code_vectors: torch.Tensor) -> float:
     """MRR of query ``i`` finding code ``i`` among the whole pool (CodeXGLUE's NL-code-search ranking)."""
     scores = (query_vectors @ code_vectors.T).numpy()
