@@ -9,7 +9,7 @@ from transformers import RobertaConfig, RobertaModel
 from conftest import SNIPPETS, tiny_config
 from sasa import SasaModel, SasaTokenizer
 from sasa.cli import main
-from sasa.frequency import PairCounts, load_frequency_table, read_corpus
+from sasa.frequency import PairCounts, identifier_frequency_table, identifier_vocabulary, load_frequency_table, read_corpus
 
 
 def test_pair_counts_keep_the_most_frequent_partners_with_pick_fractions():
@@ -89,3 +89,47 @@ def test_read_corpus_reads_files_directories_and_jsonl(tmp_path):
     (tmp_path / "c.bin").write_bytes(b"\xff\xfeok")
     texts = list(read_corpus([str(tmp_path)], column="func"))
     assert texts == ["x = 1\n", "\ufffd\ufffdok", "y = 2", "z"]
+
+
+def test_identifier_table_weighs_names_by_rarity_and_ignores_punctuation(tokenizer):
+    texts = ["x = total + result", "y = result", "z = result", "w = value + result"]
+    ids, weights, documents = identifier_frequency_table(texts, tokenizer, progress=False)
+    assert documents == 4 and ids.shape == weights.shape == (len(tokenizer), 1)
+    assert torch.equal(ids[:, 0], torch.arange(len(tokenizer)))  # every id is its own (only) partner
+    total, result, value = (single_token_id(tokenizer, word) for word in ("total", "result", "value"))
+    equals = tokenizer(" =", add_special_tokens=False)["input_ids"][0]
+    # idf normalised to [0, 1]: "result" is in all 4 texts (weight 0), "total" and "value" in one ((log 5/2) / log 5)
+    assert weights[result, 0] == 0 and weights[total, 0] == pytest.approx(weights[value, 0])
+    assert weights[total, 0].item() == pytest.approx(torch.log(torch.tensor(5 / 2)) / torch.log(torch.tensor(5.0)))
+    assert weights[equals, 0] == 0 and weights[tokenizer.all_special_ids, 0].eq(0).all()
+    seen = {i for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] for i in ids}
+    unseen = [i for i in identifier_vocabulary(tokenizer).nonzero().flatten().tolist() if i not in seen][:1]
+    assert weights[unseen, 0].tolist() == [1.0]  # a name the corpus never saw is as specific as names get
+    with pytest.raises(ValueError, match="empty"):
+        identifier_frequency_table([], tokenizer, progress=False)
+
+
+def test_topk_command_without_a_teacher_points_blocks_at_a_shared_rare_name(tmp_path, bpe_dir):
+    tokenizer = SasaTokenizer.from_pretrained(bpe_dir)
+    student = SasaModel(tiny_config(vocab_size=len(tokenizer), num_topk_blocks=1, num_ast_blocks=0))
+    student.save_pretrained(tmp_path / "student")
+    tokenizer.save_pretrained(tmp_path / "student")
+    output = tmp_path / "table.safetensors"
+    assert main(["topk", "--files", SNIPPETS, "--output", str(output), "--install-into", str(tmp_path / "student")]) == 0
+    ids, weights = load_frequency_table(output)
+    installed = SasaModel.from_pretrained(tmp_path / "student")
+    assert torch.equal(installed.frequency_table.partner_ids, ids) and installed.config.frequency_partners == 1
+
+    rare, common = single_token_id(tokenizer, "total"), single_token_id(tokenizer, "return")
+    assert weights[rare, 0] > weights[common, 0] > 0  # "total" is in one snippet, "return" in most
+    filler = tokenizer(" =", add_special_tokens=False)["input_ids"][0]  # punctuation: weight 0
+    input_ids = torch.full((1, 96), filler)
+    input_ids[0, 0] = tokenizer.bos_token_id
+    input_ids[0, 12], input_ids[0, 85] = rare, rare  # block 1 and block 10 (block size 8)
+    gained = installed.layout(input_ids).block_mask[0] & ~student.layout(input_ids).block_mask[0]
+    assert gained[1].nonzero().flatten().tolist() == [10] and gained[10].nonzero().flatten().tolist() == [1]
+
+
+def test_topk_command_needs_a_teacher_or_a_tokenizer(tmp_path):
+    with pytest.raises(SystemExit, match="--tokenizer"):
+        main(["topk", "--files", SNIPPETS, "--output", str(tmp_path / "t.safetensors")])

@@ -2,7 +2,8 @@
 
 ``sasa demo``          the main job: fine-tune, save a Hub-ready checkpoint, reload it, predict
 ``sasa convert``       RoBERTa-family checkpoint → SASA checkpoint
-``sasa topk``          top-k attention-frequency table from a full-attention encoder over a corpus
+``sasa topk``          top-k frequency table over a corpus: from a full-attention encoder's attention (``--model``),
+                       or without a teacher, from the corpus' identifiers (``--tokenizer`` only)
 ``sasa show-layout``   PNG of a source file's block layout, and its density
 """
 
@@ -46,9 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--steps", type=int, default=300, help="fine-tuning steps (batches of 8)")
     demo.add_argument("--seed", type=int, default=0)
 
-    topk = commands.add_parser("topk", help="count a full-attention encoder's top-k attention pairs over a corpus")
-    topk.add_argument("--model", required=True, help="full-attention encoder (local dir, or Hub id when online)")
-    topk.add_argument("--tokenizer", help="tokenizer (default: the model's)")
+    topk = commands.add_parser("topk", help="top-k frequency table over a corpus: a teacher's attention pairs "
+                               "(--model), or without a teacher the corpus' identifiers weighted by rarity")
+    topk.add_argument("--model", help="full-attention teacher encoder (local dir, or Hub id when online); without "
+                      "it the table pairs every identifier token with itself, weighted by inverse document frequency")
+    topk.add_argument("--tokenizer", help="tokenizer (default: the model's, or without --model the --install-into "
+                      "checkpoint's)")
     corpus = topk.add_mutually_exclusive_group(required=True)
     corpus.add_argument("--files", nargs="+", help="local files, directories or globs (.jsonl: one record a line)")
     corpus.add_argument("--dataset", help="a `datasets` dataset name (Hub, needs network) or local data dir")
@@ -56,9 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     topk.add_argument("--split", default="train")
     topk.add_argument("--column", default="code", help="text field of .jsonl records or dataset rows")
     topk.add_argument("--output", required=True, help="safetensors file to write")
-    topk.add_argument("--top-k", type=int, default=8, help="keys counted per query, layer and head")
-    topk.add_argument("--partners", type=int, default=32, help="partners kept per vocabulary id")
-    topk.add_argument("--max-length", type=int, default=512)
+    topk.add_argument("--top-k", type=int, default=8, help="keys counted per query, layer and head (teacher)")
+    topk.add_argument("--partners", type=int, default=32, help="partners kept per vocabulary id (teacher)")
+    topk.add_argument("--idf-power", type=float, default=None,
+                      help="power of the inverse document frequency (without teacher; default 1)")
+    topk.add_argument("--max-length", type=int, help="tokens read per text (default: 512 with a teacher, all without)")
     topk.add_argument("--batch-size", type=int, default=8)
     topk.add_argument("--limit", type=int, help="use at most this many texts")
     topk.add_argument("--install-into", help="also install the table into this SASA checkpoint (saved in place)")
@@ -88,8 +94,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _topk(args: argparse.Namespace) -> None:
-    from .frequency import compute_frequency_table, read_corpus
+    from .frequency import IDENTIFIER_IDF_POWER, compute_frequency_table, compute_identifier_table, read_corpus
 
+    if args.model is None and not (args.tokenizer or args.install_into):
+        raise SystemExit("sasa topk: give --model (a teacher), or for a table without a teacher --tokenizer or "
+                         "--install-into (whose tokenizer is used)")
+    if args.model is not None and args.idf_power is not None:
+        raise SystemExit("sasa topk: --idf-power is for tables without a teacher; drop it or drop --model")
     if args.files:
         texts = read_corpus(args.files, args.column)
     else:
@@ -97,8 +108,18 @@ def _topk(args: argparse.Namespace) -> None:
 
         rows = load_dataset(args.dataset, args.dataset_config, split=args.split)
         texts = (row[args.column] for row in rows)
-    ids, weights = compute_frequency_table(args.model, texts, args.output, args.top_k, args.partners,
-                                           args.max_length, args.batch_size, args.limit, args.tokenizer)
+    if args.model is not None:
+        ids, weights = compute_frequency_table(args.model, texts, args.output, args.top_k, args.partners,
+                                               args.max_length or 512, args.batch_size, args.limit, args.tokenizer)
+    else:
+        vocab_size = None
+        if args.install_into:
+            from transformers import AutoConfig
+
+            vocab_size = AutoConfig.from_pretrained(args.install_into, trust_remote_code=True).vocab_size
+        power = IDENTIFIER_IDF_POWER if args.idf_power is None else args.idf_power
+        ids, weights = compute_identifier_table(args.tokenizer or args.install_into, texts, args.output, vocab_size,
+                                                power, args.max_length, args.limit)
     covered = int((weights > 0).any(1).sum())
     print(f"wrote {args.output}: {ids.shape[0]} ids x {ids.shape[1]} partners, {covered} ids with partners")
     if args.install_into:

@@ -7,15 +7,24 @@ stored compactly: for each vocabulary id its ``partners`` most frequent partners
 the fraction of that id's top-k picks that went to the partner. A SASA model turns the table into block scores
 (:func:`block_layout.frequency_block_scores`) without an ``O(V^2)`` matrix.
 
+Without a teacher, :func:`identifier_frequency_table` builds a table from a corpus alone: every identifier-like
+vocabulary id is its own single partner, weighted by how informative it is (its inverse document frequency over the
+corpus, to a power). Two blocks then score by the informative identifiers they share, so a query block is pointed at
+the far blocks that use (or define) the same rare names — the data-flow partners a teacher's attention also finds —
+while ``self``, ``return`` or ``i`` weigh next to nothing. A converted or from-scratch checkpoint gets working top-k
+blocks this way (``sasa topk --tokenizer DIR --files ...``, no ``--model``).
+
 Files are safetensors with tensors ``partner_ids [V, m]`` (int64) and ``partner_weights [V, m]`` (float32) and string
-metadata (source model, corpus size, top_k); never pickles.
+metadata (source model or method, corpus size, top_k); never pickles.
 """
 
 from __future__ import annotations
 
 import glob
 import json
+import math
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -188,4 +197,99 @@ def compute_frequency_table(
     ids, weights = counts.table(partners)
     save_frequency_table(output, ids, weights, source_model=model_path, tokens=counts.tokens, top_k=top_k,
                          partners=partners, max_length=max_length)
+    return ids, weights
+
+
+#: A vocabulary entry that is (part of) an identifier: letters, digits, ``_`` (and ``$``/``@`` sigils), with a letter.
+IDENTIFIER_PIECE = re.compile(r"[$@]{0,2}[A-Za-z_][A-Za-z0-9_]*|[0-9]+[A-Za-z_][A-Za-z0-9_]*")
+#: Default power of the inverse document frequency in :func:`identifier_frequency_table`. Chosen by
+#: ``benchmarks/layout_quality.py``: powers 1–4 reach within 0.02 of each other (far data flow), 1 the highest, on
+#: standard-library functions and on C/C++/JavaScript/PHP files alike.
+IDENTIFIER_IDF_POWER = 1.0
+
+
+def identifier_vocabulary(tokenizer) -> torch.Tensor:
+    """``[V]`` bool over ``len(tokenizer)`` ids: True where the token's text (leading space removed) is identifier-like
+    (:data:`IDENTIFIER_PIECE`) and the id is not a special token."""
+    size = len(tokenizer)
+    special = set(tokenizer.all_special_ids)
+    tokens = tokenizer.convert_ids_to_tokens(list(range(size)))
+    flags = torch.zeros(size, dtype=torch.bool)
+    for index, token in enumerate(tokens):
+        if token is None or index in special:
+            continue
+        text = tokenizer.convert_tokens_to_string([token]).strip()
+        flags[index] = bool(IDENTIFIER_PIECE.fullmatch(text))
+    return flags
+
+
+def identifier_frequency_table(
+    texts: Iterable[str],
+    tokenizer,
+    vocab_size: int | None = None,
+    power: float = IDENTIFIER_IDF_POWER,
+    max_length: int | None = None,
+    progress: bool = True,
+    total: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """A top-k table without a teacher: identifier ids partnered with themselves, weighted by informativeness.
+
+    ``weight[v] = (log((N + 1) / (df[v] + 1)) / log(N + 1)) ** power`` for identifier-like ids (:func:`identifier_vocabulary`),
+    ``0`` for the others (punctuation, numbers, whitespace, special tokens); ``N`` texts, ``df[v]`` how many of them
+    contain ``v``. An id the corpus never saw weighs 1 (a name unseen elsewhere is as specific as names get).
+
+    Args:
+        texts: The corpus (code as strings).
+        tokenizer: The checkpoint's tokenizer (its ids index the table).
+        vocab_size: Rows of the table (default ``len(tokenizer)``; give the model's ``config.vocab_size`` if larger).
+        power: Exponent of the normalised inverse document frequency.
+        max_length: Tokens read per text (default: all).
+        progress, total: Progress bar over texts.
+
+    Returns:
+        ``(partner_ids [V, 1] int64, partner_weights [V, 1] float32, N)``.
+    """
+    size = max(vocab_size or 0, len(tokenizer))
+    document_frequency = torch.zeros(size, dtype=torch.long)
+    documents = 0
+    no_parse = {"language": None} if hasattr(tokenizer, "ast_relations") else {}  # a SasaTokenizer need not parse
+    for text in tqdm(texts, desc="identifier document frequency", unit="text", disable=not progress, total=total):
+        if not isinstance(text, str):
+            raise ValueError(f"texts must be strings, got {type(text).__name__} for text {documents}.")
+        ids = tokenizer(text, add_special_tokens=False, truncation=max_length is not None, max_length=max_length,
+                        **no_parse)["input_ids"]
+        present = torch.tensor(sorted(set(ids)), dtype=torch.long)
+        if present.numel() and int(present.max()) >= size:
+            raise ValueError(f"the tokenizer produced id {int(present.max())}, outside a table of {size} rows.")
+        document_frequency[present] += 1
+        documents += 1
+    if documents == 0:
+        raise ValueError("the corpus is empty: give at least one text to build an identifier table from.")
+    idf = torch.log((documents + 1) / (document_frequency.double() + 1)) / math.log(documents + 1)
+    identifiers = torch.zeros(size, dtype=torch.bool)
+    identifiers[: len(tokenizer)] = identifier_vocabulary(tokenizer)
+    weights = (idf.clamp(min=0) ** power * identifiers).float()
+    return torch.arange(size)[:, None], weights[:, None], documents
+
+
+def compute_identifier_table(
+    tokenizer_path: str,
+    texts: Iterable[str],
+    output: str | os.PathLike,
+    vocab_size: int | None = None,
+    power: float = IDENTIFIER_IDF_POWER,
+    max_length: int | None = None,
+    limit: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher-free preprocessing: load the tokenizer, build :func:`identifier_frequency_table`, write ``output``."""
+    import itertools
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, trust_remote_code=True)
+    if limit is not None:
+        texts = itertools.islice(texts, limit)
+    ids, weights, documents = identifier_frequency_table(texts, tokenizer, vocab_size, power, max_length, total=limit)
+    save_frequency_table(output, ids, weights, method="identifiers", tokenizer=tokenizer_path, documents=documents,
+                         power=power, partners=1)
     return ids, weights
