@@ -9,7 +9,13 @@ from transformers import RobertaConfig, RobertaModel
 from conftest import SNIPPETS, tiny_config
 from sasa import SasaModel, SasaTokenizer
 from sasa.cli import main
-from sasa.frequency import PairCounts, identifier_frequency_table, identifier_vocabulary, load_frequency_table, read_corpus
+from sasa.frequency import (
+    PairCounts,
+    identifier_frequency_table,
+    identifier_vocabulary,
+    load_frequency_table,
+    read_corpus,
+)
 
 
 def test_pair_counts_keep_the_most_frequent_partners_with_pick_fractions():

@@ -6,11 +6,11 @@ from transformers import DataCollatorWithPadding, RobertaTokenizer
 
 from conftest import read_snippet
 from sasa import SasaTokenizer
-from sasa.ast_relations import RELATIONS
+from sasa.ast_relations import DEFAULT_RELATIONS
 
 PYTHON = read_snippet("example.py")
 JAVA = read_snippet("Example.java")
-WIDTH = len(RELATIONS)
+WIDTH = len(DEFAULT_RELATIONS)
 
 
 def assert_consistent(encoding, links_in_range=True):
@@ -36,20 +36,43 @@ def test_returns_ast_links_alongside_input_ids(tokenizer):
     assert list(encoding.keys()) == ["input_ids", "attention_mask", "ast_links"]
     assert_consistent(encoding)
     linked = sum(target >= 0 for row in encoding["ast_links"] for target in row)
-    assert linked > len(encoding["input_ids"])  # most tokens carry several links
+    assert linked > len(encoding["input_ids"]) // 2  # many tokens carry links
+    assert all(any(row[column] >= 0 for row in encoding["ast_links"]) for column in range(WIDTH))  # every relation
     assert encoding["ast_links"][0] == [-1] * WIDTH and encoding["ast_links"][-1] == [-1] * WIDTH  # <s>, </s>
 
 
-def test_links_follow_the_syntax_tree_through_bpe(tokenizer):
+def test_links_follow_the_syntax_tree_through_bpe(bpe_dir):
+    tokenizer = SasaTokenizer.from_pretrained(bpe_dir, ast_relations=("statement", "sibling"))
     source = "def f(x):\n    y = x\n    return y\n"
     encoding = tokenizer(source, language="python", return_offsets_mapping=True)
     tokens = tokenizer.convert_ids_to_tokens(encoding["input_ids"])
     text_of = [source[a:b] for a, b in encoding["offset_mapping"]]
     returned = text_of.index("return")
-    statement_head = encoding["ast_links"][returned][RELATIONS.index("statement")]
+    statement_head = encoding["ast_links"][returned][0]
     assert source[encoding["offset_mapping"][statement_head][0]:].startswith("d"), tokens  # the "def" line
-    sibling = encoding["ast_links"][returned][RELATIONS.index("sibling")]
+    sibling = encoding["ast_links"][returned][1]
     assert text_of[sibling] == "y"
+
+
+def test_default_relations_reach_far_through_bpe(tokenizer):
+    assert tokenizer.ast_relations == list(DEFAULT_RELATIONS)
+    source = ("def helper(value):\n    return value * 2\n\n\ndef total_of(values):\n    total = 0\n"
+              "    for value in values:\n        total += helper(value)\n    return total\n")
+    encoding = tokenizer(source, language="python", return_offsets_mapping=True)
+    offsets, links = encoding["offset_mapping"], encoding["ast_links"]
+
+    def token_at(text: str) -> int:  # the (non-empty) token starting the first occurrence of text
+        return offsets.index(next(span for span in offsets if span[0] == source.index(text) and span[1] > span[0]))
+
+    def linked(text: str, relation: str) -> int:
+        return links[token_at(text)][DEFAULT_RELATIONS.index(relation)]
+
+    assert linked("total\n", "declaration") == token_at("total = 0")  # "return total" → where total is introduced
+    assert linked("total +=", "declaration") == token_at("total = 0")
+    assert linked("value)\n", "declaration") == token_at("value in")  # total_of's loop variable, not helper's
+    assert linked("helper(value)\n", "call") == token_at("helper")  # the callee → the defined name
+    assert linked("return total", "exit") == token_at("def total_of")
+    assert linked("value * 2", "declaration") == token_at("value")  # helper's own parameter
 
 
 def test_language_none_and_default_language(bpe_dir):

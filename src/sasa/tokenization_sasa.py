@@ -13,10 +13,18 @@ imported only when code is parsed, so a checkpoint's tokenizer loads without it 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 
+import numpy as np
 from transformers import RobertaTokenizer
 
-from .ast_relations import RELATIONS, normalize_language, supported_languages_text, token_links, validate_relations
+from .ast_relations import (
+    DEFAULT_RELATIONS,
+    normalize_language,
+    supported_languages_text,
+    token_links,
+    validate_relations,
+)
 
 _DEFAULT = object()
 #: What ``language=`` accepts in a call: one name (or ``None``) for every example, or one per example of a batch.
@@ -84,8 +92,8 @@ class SasaTokenizer(RobertaTokenizer):
         language: Default language of the code (``"python"``, ``"java"``, ``"c"``, ``"cpp"``, ``"go"``,
             ``"javascript"``, ``"ruby"``, ``"php"``), overridable per call with ``language=...``. ``None``: no AST
             links (``ast_links`` is all ``-1``; the model then uses window + global + top-k blocks).
-        ast_relations: The relations to emit, one column each (default: all of
-            ``("statement", "parent", "sibling", "span")``).
+        ast_relations: The relations to emit, one column each, from :data:`ast_relations.RELATIONS` (default:
+            :data:`ast_relations.DEFAULT_RELATIONS`).
         Other arguments: as ``RobertaTokenizer`` (``vocab``, ``merges``, special tokens, ...).
 
     Call-time extras: ``language=`` (one name or ``None`` for the whole call, or for a batch a list with one entry
@@ -96,7 +104,7 @@ class SasaTokenizer(RobertaTokenizer):
 
     model_input_names = ["input_ids", "attention_mask", "ast_links"]
 
-    def __init__(self, *args, language: str | None = None, ast_relations=RELATIONS, **kwargs):
+    def __init__(self, *args, language: str | None = None, ast_relations=DEFAULT_RELATIONS, **kwargs):
         self.language = language
         self.ast_relations = list(validate_relations(ast_relations))
         super().__init__(*args, language=self.language, ast_relations=self.ast_relations, **kwargs)
@@ -125,11 +133,12 @@ class SasaTokenizer(RobertaTokenizer):
         texts = list(text) if batched else [text]
         pairs = list(text_pair) if batched and text_pair is not None else [text_pair] * len(texts)
         sample_of = encoding.get("overflow_to_sample_mapping") or range(len(encoding.encodings))
-        links = [
-            self._links(tokens, texts[sample], pairs[sample], languages[sample])
-            for tokens, sample in zip(encoding.encodings, sample_of)
-        ]
         unbatched = not isinstance(encoding["input_ids"][0], list) if encoding["input_ids"] else False
+        offsets = [encoding["offset_mapping"]] if unbatched else encoding["offset_mapping"]
+        links = [
+            self._links(tokens, spans, texts[sample], pairs[sample], languages[sample])
+            for tokens, spans, sample in zip(encoding.encodings, offsets, sample_of)
+        ]
         encoding["ast_links"] = links[0] if unbatched else links
         if not return_offsets_mapping:
             del encoding["offset_mapping"]
@@ -137,22 +146,23 @@ class SasaTokenizer(RobertaTokenizer):
             encoding.convert_to_tensors(return_tensors, prepend_batch_axis=unbatched)
         return encoding
 
-    def _links(self, tokens, source, pair, language) -> list[list[int]]:
-        """``[L][R]`` links of one encoded sequence (or pair: each segment parsed on its own)."""
-        width = len(self.ast_relations)
-        links = [[-1] * width for _ in tokens.ids]
-        if language is None:
-            return links
-        sequence_ids, offsets = tokens.sequence_ids, tokens.offsets  # each access builds a new Python list
-        for segment, segment_source in ((0, source), (1, pair)):
-            positions = [t for t, sid in enumerate(sequence_ids) if sid == segment]
-            if not positions or not isinstance(segment_source, str):
-                continue
-            spans = [offsets[t] for t in positions]
-            local = token_links(segment_source, spans, language, tuple(self.ast_relations))
-            for position, row in zip(positions, local.tolist()):
-                links[position] = [positions[target] if target >= 0 else -1 for target in row]
-        return links
+    def _links(self, tokens, offsets, source, pair, language) -> list[list[int]]:
+        """``[L][R]`` links of one encoded sequence (``offsets``: its offset mapping), each segment parsed on its own."""
+        links = np.full((len(offsets), len(self.ast_relations)), -1, dtype=np.int64)
+        if language is not None and offsets:
+            relations = tuple(self.ast_relations)
+            offsets = np.fromiter(chain.from_iterable(offsets), dtype=np.int64, count=2 * len(offsets)).reshape(-1, 2)
+            if pair is None:  # special tokens have empty spans: they get no links and nothing links to them
+                if isinstance(source, str):
+                    links = token_links(source, offsets, language, relations)
+            else:
+                sequence_ids = np.array(tokens.sequence_ids, dtype=np.float64)  # None (special tokens) → NaN
+                for segment, segment_source in ((0, source), (1, pair)):
+                    positions = np.flatnonzero(sequence_ids == segment)
+                    if positions.size and isinstance(segment_source, str):
+                        local = token_links(segment_source, offsets[positions], language, relations)
+                        links[positions] = np.where(local >= 0, positions[np.maximum(local, 0)], -1)
+        return links.tolist()
 
     def _pad(self, encoded_inputs, max_length=None, padding_strategy=None, pad_to_multiple_of=None,
              padding_side=None, return_attention_mask=None):

@@ -6,9 +6,22 @@ public class Example {
     public int sum(List<Integer> values) {
         int result = 0;
         for (int value : values) {
+            if (value < 0) {
+                break;
+            }
             result += value;
         }
-        total = result;
+        total = scale(result);
         return result;
+    }
+
+    private static int scale(int value) {
+        return value * 2;
+    }
+
+    public Example copy() {
+        Example other = new Example();
+        other.total = this.total;
+        return other;
     }
 }

@@ -14,3 +14,21 @@ class Shape:
 
     def describe(self):
         return f"{self.name} with area {self.area()}"
+
+
+class Accumulator:
+    def __init__(self):
+        self.total = 0
+
+    def sum(self, values):
+        result = 0
+        for value in values:
+            if value < 0:
+                break
+            result += scale(value)
+        self.total = result
+        return result
+
+
+def scale(value):
+    return value * 2
