@@ -255,6 +255,18 @@ def print_reach(rows: list[dict]) -> None:
     print(f"far pairs measured: {counts}")
 
 
+def learned(quick: bool, seeds: list[int]) -> dict:
+    """The learned measurement (:mod:`mlm_probe`: every layout, ``seeds``; ``quick``: one seed, a few steps), as the
+    JSON it writes: ``runs`` (one per layout and seed) and ``summary`` (mean, std over seeds per layout)."""
+    import mlm_probe
+
+    with tempfile.TemporaryDirectory() as scratch:
+        path = os.path.join(scratch, "learned.json")
+        mlm_probe.main((["--quick"] if quick else []) + ["--seeds", *map(str, seeds), "--json", path])
+        with open(path) as handle:
+            return json.load(handle)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", nargs="+", help="JSONL (code, language) or source files/globs")
@@ -268,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a few functions, the plumbing only")
     parser.add_argument("--reach-only", action="store_true", help="skip the learned measurement")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the learned runs")
     parser.add_argument("--json", help="write every row to this JSON file")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -302,7 +315,14 @@ def main(argv: list[str] | None = None) -> int:
           "cross-fitted over 4 folds")
     rows = reach(examples, tables, reach_specs(args.budget), args)
     print_reach(rows)
-    result = dict(arguments=vars(args), reach=rows, seconds=time.perf_counter() - started)
+    languages = sorted({e.source.language for e in examples})
+    result = dict(arguments=vars(args), reach=rows, languages=[
+        dict(language=name, sources=sum(e.source.language == name for e in examples),
+             tokens=sum(e.input_ids.shape[0] for e in examples if e.source.language == name)) for name in languages])
+    if not args.reach_only:
+        print("\nlearned:", flush=True)
+        result["learned"] = learned(args.quick, args.seeds)
+    result["seconds"] = time.perf_counter() - started
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(result, handle, indent=2, default=str)

@@ -130,7 +130,7 @@ def summarization_run(workspace, one_thread) -> tuple[dict[str, float], str]:
     output_dir = os.path.join(workspace["root"], "summarization")
     metrics = run_code_summarization.main([
         "--model_name_or_path", workspace["checkpoint"], *data_flags(workspace), "--max_target_length", "24",
-        "--generation_num_beams", "2", *training_flags(output_dir, "bleu", epochs=15)])
+        "--generation_num_beams", "2", *training_flags(output_dir, "bleu", epochs=20)])
     return metrics, output_dir
 
 

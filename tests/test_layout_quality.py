@@ -82,6 +82,7 @@ def test_quick_run_measures_every_layout_and_keeps_the_invariants(tmp_path):
     languages = {row["language"] for row in result.get("languages", [])}
     assert languages >= {"python"}
     learned = result["learned"]
-    assert {row["layout"] for row in learned["rows"]} >= {"full attention", "window only"}
-    for row in learned["rows"]:
-        assert 0.0 <= row["accuracy"] <= 1.0 and (row["far_accuracy"] is None or 0.0 <= row["far_accuracy"] <= 1.0)
+    assert {row["layout"] for row in learned["summary"]} >= {"full attention", "window only"}
+    for run in learned["runs"]:
+        assert 0.0 <= run["accuracy"] <= 1.0 and 0.0 <= run["far_accuracy"] <= 1.0
+        assert run["masked_tokens"] > 0
