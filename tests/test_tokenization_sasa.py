@@ -36,7 +36,7 @@ def test_returns_ast_links_alongside_input_ids(tokenizer):
     assert list(encoding.keys()) == ["input_ids", "attention_mask", "ast_links"]
     assert_consistent(encoding)
     linked = sum(target >= 0 for row in encoding["ast_links"] for target in row)
-    assert linked > len(encoding["input_ids"]) // 2  # many tokens carry links
+    assert linked > len(encoding["input_ids"]) // 4  # many tokens carry links (names, calls, returns)
     assert all(any(row[column] >= 0 for row in encoding["ast_links"]) for column in range(WIDTH))  # every relation
     assert encoding["ast_links"][0] == [-1] * WIDTH and encoding["ast_links"][-1] == [-1] * WIDTH  # <s>, </s>
 
@@ -122,7 +122,7 @@ def test_tokenizer_pad_and_data_collator_pad_ast_links(tokenizer, side):
 
 
 def test_pairs_are_parsed_per_segment(tokenizer):
-    encoding = tokenizer("a = 1\n", "b = 2\n", language="python")
+    encoding = tokenizer("a = 1\nb = a\n", "a = 2\nc = a\n", language="python")  # the same name in both
     sequence_ids = encoding.sequence_ids()
     for position, row in enumerate(encoding["ast_links"]):
         for target in row:
