@@ -56,11 +56,13 @@ LAYOUTS = {
     "full attention": dict(window_radius=1024, num_global_blocks=1, num_ast_blocks=0, num_topk_blocks=0),
     "window only": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=0, num_topk_blocks=0),
     "random 3": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=0, num_topk_blocks=0, num_random_blocks=3),
-    "AST 3": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=3, num_topk_blocks=0),
-    "AST 3 + top-k 3": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=3, num_topk_blocks=3),
+    # SASA's defaults (SasaConfig: 2 AST blocks + 1 top-k block; the tokenizer's default relations)
+    "AST 2 (default)": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=2, num_topk_blocks=0),
+    "AST 2 + top-k 1 (default, teacher-free table)": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=2,
+                                                          num_topk_blocks=1),
 }
 #: Standard deviation of the shared query/key weights (mimetic initialisation).
-MIMETIC_STD = 0.08
+MIMETIC_STD = 0.15
 
 
 @dataclass
@@ -385,7 +387,7 @@ def train_and_evaluate(
     steps: int,
     vocab: Vocabulary,
     batch_size: int = 4,
-    learning_rate: float = 1e-3,
+    learning_rate: float = 2e-3,
     warmup: float = 0.05,
     weight_decay: float = 0.01,
     mask_rate: float = 0.25,
@@ -503,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--mask-rate", type=float, default=0.25)
     parser.add_argument("--vocab-size", type=int, default=2000)
     parser.add_argument("--max-length", type=int, default=1024)

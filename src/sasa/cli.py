@@ -18,8 +18,8 @@ def _add_sparse_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--block-size", type=int, default=32)
     group.add_argument("--window-radius", type=int, default=1)
     group.add_argument("--num-global-blocks", type=int, default=1)
-    group.add_argument("--num-topk-blocks", type=int, default=3)
-    group.add_argument("--num-ast-blocks", type=int, default=3)
+    group.add_argument("--num-topk-blocks", type=int, default=1)
+    group.add_argument("--num-ast-blocks", type=int, default=2)
     group.add_argument("--num-random-blocks", type=int, default=0)
 
 
