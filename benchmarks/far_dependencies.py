@@ -23,7 +23,8 @@ import bisect
 
 import numpy as np
 
-from sasa.ast_relations import char_to_byte_offsets, get_parser
+from sasa.ast_languages import get_parser
+from sasa.ast_relations import char_to_byte_offsets
 
 KINDS = ("data flow", "call → definition", "closing → opening", "return → function")
 

@@ -37,7 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from far_dependencies import KINDS, dependencies, far_pairs  # noqa: E402
 from sasa import SasaConfig  # noqa: E402
-from sasa.ast_relations import DEFAULT_RELATIONS, EXTENSIONS, RELATIONS  # noqa: E402
+from sasa.ast_languages import EXTENSIONS  # noqa: E402
+from sasa.ast_relations import DEFAULT_RELATIONS, RELATIONS  # noqa: E402
 from sasa.block_layout import (  # noqa: E402
     ast_block_scores,
     build_layout,

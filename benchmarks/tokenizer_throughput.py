@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import RobertaTokenizer
 
     from sasa import SasaTokenizer
-    from sasa.ast_relations import DEFAULT_RELATIONS, RELATIONS, get_parser, validate_relations
+    from sasa.ast_languages import get_parser
+    from sasa.ast_relations import DEFAULT_RELATIONS, RELATIONS, validate_relations
 
     main_set = validate_relations(args.relations.split(",")) if args.relations else DEFAULT_RELATIONS
     sets = [main_set] + [validate_relations(names.split(",")) for names in

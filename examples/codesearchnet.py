@@ -17,7 +17,7 @@ import datasets
 from transformers import PreTrainedTokenizerBase, TrainingArguments
 
 from common import DataArguments, keep_long_examples, load_raw_datasets, select_split
-from sasa.ast_relations import get_parser, normalize_language, supported_languages_text
+from sasa.ast_languages import get_parser, normalize_language, supported_languages_text
 
 logger = logging.getLogger(__name__)
 

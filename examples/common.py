@@ -22,7 +22,7 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from sasa import SasaConfig
-from sasa.ast_relations import normalize_language
+from sasa.ast_languages import normalize_language
 
 #: Local data formats, by file extension, and the ``datasets`` builder that reads each.
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}

@@ -6,18 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sasa import ast_relations
-from sasa.ast_relations import (
-    DEFAULT_RELATIONS,
-    QUERIES,
-    RELATIONS,
-    SUPPORTED_LANGUAGES,
-    char_to_byte_offsets,
-    get_parser,
-    get_query,
-    normalize_language,
-    token_links,
-)
+from sasa import ast_languages
+from sasa.ast_languages import QUERIES, SUPPORTED_LANGUAGES, get_parser, get_query, normalize_language
+from sasa.ast_relations import DEFAULT_RELATIONS, RELATIONS, char_to_byte_offsets, token_links
 
 SNIPPETS = Path(__file__).parent / "data" / "snippets"
 STRUCTURAL = ("statement", "parent", "sibling", "span")  # the first four relations, linking mostly nearby tokens
@@ -419,7 +410,7 @@ def test_a_language_that_is_not_a_string_is_a_value_error_saying_what_is_expecte
 
 
 def test_missing_grammar_is_an_import_error_naming_the_package(monkeypatch):
-    monkeypatch.setitem(ast_relations.GRAMMARS, "go", ("tree_sitter_go_not_installed", "language"))
+    monkeypatch.setitem(ast_languages.GRAMMARS, "go", ("tree_sitter_go_not_installed", "language"))
     get_parser.cache_clear()
     try:
         with pytest.raises(ImportError, match="pip install tree-sitter tree-sitter-go"):

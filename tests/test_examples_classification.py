@@ -210,7 +210,7 @@ def test_outputs_reload_as_remote_code_without_the_package_to_identical_logits(d
                                         ("clone", clone_run, [read_snippet("Example.java")] * 2)):
         shipped = set(os.listdir(output_dir))
         assert {"modeling_sasa.py", "configuration_sasa.py", "tokenization_sasa.py", "ast_relations.py",
-                "config.json", "model.safetensors", "tokenizer_config.json"} <= shipped
+                "ast_languages.py", "config.json", "model.safetensors", "tokenizer_config.json"} <= shipped
         tokenizer = SasaTokenizer.from_pretrained(output_dir)
         assert tokenizer.language == {"defect": "c", "clone": "java"}[task]
         model = SasaForSequenceClassification.from_pretrained(output_dir).eval()

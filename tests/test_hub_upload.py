@@ -20,7 +20,7 @@ from sasa import SasaForCodeSearch, SasaForCodeSummarization, SasaForSequenceCla
 
 MODEL_CODE = {"configuration_sasa.py", "modeling_sasa.py", "block_layout.py", "sparse_attention.py",
               "fused_block_attention.py"}
-TOKENIZER_CODE = {"tokenization_sasa.py", "ast_relations.py"}
+TOKENIZER_CODE = {"tokenization_sasa.py", "ast_relations.py", "ast_languages.py"}
 
 
 class FakeHub:

@@ -167,7 +167,7 @@ def test_save_and_reload_keeps_language_and_relations(tmp_path, bpe_dir):
     reloaded = SasaTokenizer.from_pretrained(tmp_path)
     assert reloaded.language == "java" and reloaded.ast_relations == ["span", "statement"]
     assert reloaded(JAVA)["ast_links"] == tokenizer(JAVA)["ast_links"]
-    assert {"tokenization_sasa.py", "ast_relations.py"} <= {p.name for p in tmp_path.iterdir()}
+    assert {"tokenization_sasa.py", "ast_relations.py", "ast_languages.py"} <= {p.name for p in tmp_path.iterdir()}
 
 
 SOURCE_ALPHABET = st.sampled_from(list("abcxyz_019 \t\n(){}[];:,.=+-*/<>'\"#\\é漢😀") + ["def ", "return ", "if ", "class "])

@@ -137,7 +137,7 @@ def _show_layout(args: argparse.Namespace) -> None:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from .ast_relations import EXTENSIONS
+    from .ast_languages import EXTENSIONS
     from .visualize import pattern_counts, plot_layout
 
     language = args.language or EXTENSIONS.get(os.path.splitext(args.file)[1].lower())

@@ -6,7 +6,7 @@ example: for each token, the index of the token each of the ``R`` AST relations 
 field: it pads (with ``-1`` rows) through ``tokenizer.pad``, ``DataCollatorWithPadding``, Trainer and Accelerate, and
 truncation cuts it with the tokens (links always point at kept tokens).
 
-This file is shipped with checkpoints (``save_pretrained`` copies it and ``ast_relations.py``); tree-sitter is
+This file is shipped with checkpoints (``save_pretrained`` copies it, ``ast_relations.py`` and ``ast_languages.py``); tree-sitter is
 imported only when code is parsed, so a checkpoint's tokenizer loads without it and works with ``language=None``.
 """
 
@@ -18,13 +18,8 @@ from itertools import chain
 import numpy as np
 from transformers import RobertaTokenizer
 
-from .ast_relations import (
-    DEFAULT_RELATIONS,
-    normalize_language,
-    supported_languages_text,
-    token_links,
-    validate_relations,
-)
+from .ast_languages import normalize_language, supported_languages_text
+from .ast_relations import DEFAULT_RELATIONS, token_links, validate_relations
 
 _DEFAULT = object()
 #: What ``language=`` accepts in a call: one name (or ``None``) for every example, or one per example of a batch.
