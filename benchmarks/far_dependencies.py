@@ -6,6 +6,9 @@ Kinds (each a ``(query token, key token)`` pair; the key is what the query depen
 ``data flow``
     an identifier occurrence → the first occurrence of the same name in the source (the name's declaration,
     parameter or first assignment in a function: GraphCodeBERT's "comes from" edges, as the issue measured them).
+``first → later``
+    the same pairs the other way round: a name's first occurrence → each later occurrence (what a masked or unclear
+    declaration is recovered from; attention is needed in both directions).
 ``call → definition``
     the callee name of a call → the name in the definition of the function/method of that name in the same source.
 ``closing → opening``
@@ -26,7 +29,7 @@ import numpy as np
 from sasa.ast_languages import get_parser
 from sasa.ast_relations import char_to_byte_offsets
 
-KINDS = ("data flow", "call → definition", "closing → opening", "return → function")
+KINDS = ("data flow", "first → later", "call → definition", "closing → opening", "return → function")
 
 IDENTIFIERS = {
     "identifier", "field_identifier", "property_identifier", "type_identifier", "shorthand_property_identifier",
@@ -127,6 +130,7 @@ def dependencies(source: str, token_spans: list[tuple[int, int]], language: str)
         if target is not None:
             pairs["call → definition"].append((token, target))
     pairs["return → function"] = returns
+    pairs["first → later"] = [(first, token) for token, first in pairs["data flow"]]
     # A pair inside one token (the ``()`` of ``f()``) connects nothing.
     return {kind: np.asarray([(q, k) for q, k in found if q != k], dtype=np.int64).reshape(-1, 2)
             for kind, found in pairs.items()}

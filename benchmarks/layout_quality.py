@@ -75,9 +75,10 @@ class LayoutSpec:
     topk_blocks: int = 0
     random_blocks: int = 0
     oracle_blocks: int = 0
-    score: str = "count"  # "count": links from the query block to the key block (the model's rule); "symmetric": in
-    # both directions (the rule before); "per relation": each relation's votes over the free blocks normalised to 1;
-    # "share": relations take turns picking their best free block
+    score: str = "count"  # "count": links between the blocks (the model's rule, ast_block_scores with reverse_weight);
+    # "per relation": each relation's votes over the free blocks normalised to 1; "share": relations take turns
+    # picking their best free block
+    reverse_weight: float = SasaConfig().ast_reverse_weight  # links counted backwards (1: both directions equally)
 
 
 def standard_library_sources(min_chars: int = 1600) -> list[Source]:
@@ -144,14 +145,14 @@ def _padded(tensor: torch.Tensor, length: int, value: int) -> torch.Tensor:
     return torch.nn.functional.pad(tensor, (0, extra) if tensor.dim() == 1 else (0, 0, 0, extra), value=value)
 
 
-def relation_scores(links: torch.Tensor, relations: tuple[str, ...], score: str, free: torch.Tensor,
-                    block_size: int, budget: int) -> torch.Tensor:
-    """``[1, n, n]`` AST block scores of the chosen relations (``links`` has every relation's column)."""
-    columns = [RELATIONS.index(r) for r in relations]
-    if score in ("count", "symmetric"):
-        counts = ast_block_scores(links[None, :, columns], block_size)
-        return counts if score == "count" else counts + counts.transpose(1, 2)
-    votes = [ast_block_scores(links[None, :, [column]], block_size) * free for column in columns]
+def relation_scores(links: torch.Tensor, spec: LayoutSpec, free: torch.Tensor, block_size: int) -> torch.Tensor:
+    """``[1, n, n]`` AST block scores of the spec's relations (``links`` has every relation's column)."""
+    columns = [RELATIONS.index(r) for r in spec.relations]
+    score, budget = spec.score, spec.ast_blocks
+    if score == "count":
+        return ast_block_scores(links[None, :, columns], block_size, spec.reverse_weight)
+    votes = [ast_block_scores(links[None, :, [column]], block_size, spec.reverse_weight) * free
+             for column in columns]
     if score == "per relation":  # each relation's votes over the blocks still free sum to 1 per query block
         return sum(v / v.sum(-1, keepdim=True).clamp(min=1) for v in votes)
     if score == "share":  # relations take turns: each picks its best block still free, in the order given
@@ -182,7 +183,7 @@ def layout_of(example: Example, spec: LayoutSpec, args, table, generator: torch.
     free = ~build_layout(token_valid, size, args.window_radius, args.num_global_blocks).block_mask
     ast_scores, ast_blocks = None, spec.ast_blocks
     if spec.relations:
-        ast_scores = relation_scores(links, spec.relations, spec.score, free, size, spec.ast_blocks)
+        ast_scores = relation_scores(links, spec, free, size)
     elif spec.oracle_blocks:
         ast_scores, ast_blocks = oracle_scores(example.dependencies["data flow"], num_blocks, size), spec.oracle_blocks
     topk_scores = frequency_block_scores(input_ids, *table, size) if spec.topk_blocks else None
@@ -220,18 +221,23 @@ def reach(examples: list[Example], tables: list, specs: list[LayoutSpec], args) 
 def reach_specs(budget: int) -> list[LayoutSpec]:
     """The layouts compared, each with ``budget`` extra blocks per query block except where its name says."""
     default = SasaConfig()  # the default split of the extra blocks between AST and top-k
-    ast, topk = default.num_ast_blocks, default.num_topk_blocks
+    ast, topk, reverse = default.num_ast_blocks, default.num_topk_blocks, default.ast_reverse_weight
     specs = [LayoutSpec("window + global (no extra blocks)")]
     specs += [LayoutSpec(f"AST {budget}: {name}", (name,), ast_blocks=budget) for name in RELATIONS]
     specs += [
         LayoutSpec(f"AST {budget}: statement+parent+sibling+span, both directions (old default)", STRUCTURAL,
-                   ast_blocks=budget, score="symmetric"),
+                   ast_blocks=budget, reverse_weight=1.0),
         LayoutSpec(f"AST {budget}: all relations", RELATIONS, ast_blocks=budget),
         LayoutSpec(f"AST {budget}: default relations", DEFAULT_RELATIONS, ast_blocks=budget),
-        LayoutSpec(f"AST {ast}: default relations (default layout without a table)", DEFAULT_RELATIONS,
+        LayoutSpec(f"AST {ast}: default relations, reverse weight {reverse} (default layout without a table)",
+                   DEFAULT_RELATIONS,
                    ast_blocks=ast),
-        LayoutSpec(f"AST {ast}: default relations, both directions", DEFAULT_RELATIONS, ast_blocks=ast,
-                   score="symmetric"),
+        LayoutSpec(f"AST {ast}: default relations, forward links only", DEFAULT_RELATIONS, ast_blocks=ast,
+                   reverse_weight=0.0),
+        LayoutSpec(f"AST {ast}: default relations, reverse weight 0.5", DEFAULT_RELATIONS, ast_blocks=ast,
+                   reverse_weight=0.5),
+        LayoutSpec(f"AST {ast}: default relations, both directions equally", DEFAULT_RELATIONS, ast_blocks=ast,
+                   reverse_weight=1.0),
         LayoutSpec(f"AST {ast}: default relations, per-relation votes", DEFAULT_RELATIONS, ast_blocks=ast,
                    score="per relation"),
         LayoutSpec(f"AST {ast}: default relations, budget shared by turns", DEFAULT_RELATIONS, ast_blocks=ast,

@@ -1,7 +1,9 @@
 """A learned measurement of block layouts: a tiny SASA pre-trained from scratch with masked-LM, one run per layout.
 
 Every run trains the same small :class:`sasa.SasaForMaskedLM` (same data, steps, optimiser and seed) with a different
-block layout (``SasaConfig`` overrides) and reports held-out masked-token accuracy overall and on *far* tokens.
+block layout (``SasaConfig`` overrides) and reports held-out masked-token accuracy overall and on *far* tokens, split
+into identifiers of the code and words in comments and strings (:func:`token_kinds`), and the share of far tokens
+whose copy the layout reaches (:func:`occurrence_reached`: the ceiling a layout puts on copying).
 
 Objective (identifier copy): only identifier pieces whose id occurs again in the same sequence are masked (single
 sub-word tokens, each replaced by ``<mask>``), so every target can be copied from elsewhere in the sequence, and
@@ -57,12 +59,19 @@ LAYOUTS = {
     "window only": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=0, num_topk_blocks=0),
     "random 3": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=0, num_topk_blocks=0, num_random_blocks=3),
     # SASA's defaults (SasaConfig: 2 AST blocks + 1 top-k block; the tokenizer's default relations)
+    "AST 2, forward links only": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=2, num_topk_blocks=0,
+                                      ast_reverse_weight=0.0),
     "AST 2 (default)": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=2, num_topk_blocks=0),
     "AST 2 + top-k 1 (default, teacher-free table)": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=2,
                                                           num_topk_blocks=1),
 }
 #: Standard deviation of the shared query/key weights (mimetic initialisation).
 MIMETIC_STD = 0.15
+#: Node kinds whose text is prose rather than code: comments and the text of string literals (docstrings included).
+PROSE_KINDS = ("comment", "line_comment", "block_comment", "string_content", "string_fragment")
+#: What a masked identifier-like piece is (:func:`token_kinds`): results are split by it. Only ``IDENTIFIER`` pieces
+#: are names in the code (what AST relations link; ``self`` is one); keywords such as ``def`` are ``OTHER_CODE``.
+OTHER_CODE, IDENTIFIER, PROSE = 0, 1, 2
 
 
 @dataclass
@@ -73,6 +82,7 @@ class Example:
     ast_links: torch.Tensor  # [L, R] int32, -1 = no link
     candidates: torch.Tensor  # [L] bool: identifier pieces whose id occurs elsewhere in the sequence
     group: str  # the file it comes from (the split is by group)
+    kinds: torch.Tensor  # [L] int8: OTHER_CODE, IDENTIFIER (in a name node) or PROSE (comments, string text)
     masked: torch.Tensor | None = None  # [P, L] bool: P evaluation masks
     far: torch.Tensor | None = None  # [P, L] bool: the far tokens among the masked ones
 
@@ -176,6 +186,41 @@ def copy_candidates(input_ids: torch.Tensor, identifier: torch.Tensor) -> torch.
     return identifier[input_ids] & (counts[input_ids] >= 2)
 
 
+def token_kinds(source: str, offsets: list[tuple[int, int]], language: str | None) -> torch.Tensor:
+    """``[L]`` int8: the kind of each token (character ``offsets`` into ``source``) by the syntax node holding its first
+    character: :data:`PROSE` in a comment or the text of a string literal (:data:`PROSE_KINDS`), :data:`IDENTIFIER` in
+    a name node (a node kind containing ``identifier``, or PHP's ``name``), else :data:`OTHER_CODE` (keywords,
+    operators, numbers; special tokens; everything without a language)."""
+    import numpy as np
+
+    from sasa.ast_languages import get_parser
+    from sasa.ast_relations import char_to_byte_offsets
+
+    kinds = np.full(len(offsets), OTHER_CODE, dtype=np.int8)
+    if language is None or not offsets:
+        return torch.from_numpy(kinds)
+    tree = get_parser(language).parse(source.encode("utf-8", "surrogatepass"))
+    ranges, stack = [], [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.type in PROSE_KINDS:
+            ranges.append((node.start_byte, node.end_byte, PROSE))
+        elif node.child_count:
+            stack.extend(node.children)
+        elif "identifier" in node.type or node.type == "name":
+            ranges.append((node.start_byte, node.end_byte, IDENTIFIER))
+    if not ranges:
+        return torch.from_numpy(kinds)
+    ranges = np.array(sorted(ranges))  # leaves and prose nodes do not overlap
+    starts = np.array([start for start, _ in offsets])
+    byte_starts = char_to_byte_offsets(source)[starts]
+    index = np.searchsorted(ranges[:, 0], byte_starts, side="right") - 1
+    inside = (index >= 0) & (byte_starts < ranges[np.maximum(index, 0), 1])
+    inside &= np.array([start < end for start, end in offsets])  # special tokens have empty spans
+    kinds[inside] = ranges[index[inside], 2]
+    return torch.from_numpy(kinds)
+
+
 def encode_examples(texts: list[str], languages: list[str | None], tokenizer, vocab: Vocabulary,
                     max_length: int = 1024, groups: list[str] | None = None) -> list[Example]:
     """Tokenize (with ``ast_links``) and find each sequence's copyable identifier pieces.
@@ -190,13 +235,16 @@ def encode_examples(texts: list[str], languages: list[str | None], tokenizer, vo
     examples = []
     for start in range(0, len(texts), 64):
         chunk = slice(start, start + 64)
-        encoding = tokenizer(texts[chunk], language=list(languages[chunk]), truncation=True, max_length=max_length)
-        for offset, (ids, links) in enumerate(zip(encoding["input_ids"], encoding["ast_links"])):
+        encoding = tokenizer(texts[chunk], language=list(languages[chunk]), truncation=True, max_length=max_length,
+                             return_offsets_mapping=True)
+        rows = zip(encoding["input_ids"], encoding["ast_links"], encoding["offset_mapping"])
+        for offset, (ids, links, offsets) in enumerate(rows):
             input_ids = torch.tensor(ids, dtype=torch.long)
             index = start + offset
             examples.append(Example(input_ids, torch.tensor(links, dtype=torch.int32).reshape(len(ids), -1),
                                     copy_candidates(input_ids, vocab.identifier),
-                                    groups[index] if groups is not None else str(index)))
+                                    groups[index] if groups is not None else str(index),
+                                    token_kinds(texts[index], offsets, languages[index])))
     return examples
 
 
@@ -218,6 +266,18 @@ def far_tokens(input_ids: torch.Tensor, masked: torch.Tensor, identifier: torch.
     seen = ((block[:, None] - block[None, :]).abs() <= window_radius) | (block[None, :] < num_global_blocks)
     copyable = masked & identifier[input_ids] & same.any(1)
     return copyable & ~(same & seen).any(1) & (block >= num_global_blocks)
+
+
+def occurrence_reached(input_ids: torch.Tensor, masked: torch.Tensor, block_mask: torch.Tensor,
+                       block_size: int) -> torch.Tensor:
+    """``[M]`` bool, one per masked token (in position order): another unmasked occurrence of its id lies in a key
+    block its query block attends to under ``block_mask`` (``[n, n]`` bool, one example's layout), so the layout lets
+    the model copy it."""
+    positions = masked.nonzero()[:, 0]
+    block = torch.arange(input_ids.shape[0]) // block_size
+    same = (input_ids[positions, None] == input_ids[None, :]) & ~masked[None, :]
+    allowed = block_mask[block[positions]][:, block]
+    return (same & allowed).any(1)
 
 
 def sample_mask(candidates: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:
@@ -357,26 +417,36 @@ def _masked_logits(model, batch: dict) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model, examples: list[Example], vocab: Vocabulary, batch_size: int = 8) -> dict:
-    """Accuracy of the argmax prediction on the held-out masks: overall, on far tokens, and on the other ones."""
+    """Accuracy of the argmax prediction on the held-out masks: overall, on far tokens (all, and those that are
+    identifiers in the code: :func:`token_kinds`), and on the other ones; and the share of far tokens whose copy the
+    layout reaches (:func:`occurrence_reached`)."""
     model.eval()
     rows = [(e, p) for e in examples for p in range(e.masked.shape[0])]
-    correct = total = far_correct = far_total = 0
+    hits, far, kinds, reached = [], [], [], []
     loss_sum = 0.0
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         batch = _batch([e for e, _ in chunk], [e.masked[p] for e, p in chunk], vocab, model.config.block_size)
         logits = _masked_logits(model, batch)
-        hits = logits.argmax(-1) == batch["labels"]
-        far = torch.cat([e.far[p][e.masked[p]] for e, p in chunk])
         loss_sum += float(F.cross_entropy(logits, batch["labels"], reduction="sum"))
-        correct += int(hits.sum())
-        total += hits.numel()
-        far_correct += int(hits[far].sum())
-        far_total += int(far.sum())
-    near_total = total - far_total
-    return dict(accuracy=correct / max(total, 1), far_accuracy=far_correct / max(far_total, 1),
-                near_accuracy=(correct - far_correct) / max(near_total, 1), masked_tokens=total,
-                far_tokens=far_total, test_loss=loss_sum / max(total, 1))
+        hits.append(logits.argmax(-1) == batch["labels"])
+        far.append(torch.cat([e.far[p][e.masked[p]] for e, p in chunk]))
+        kinds.append(torch.cat([e.kinds[e.masked[p]] for e, p in chunk]))
+        layout = model.sasa.layout(batch["input_ids"], batch["attention_mask"], batch["ast_links"])
+        reached.extend(occurrence_reached(e.input_ids, e.masked[p], layout.block_mask[row], layout.block_size)
+                       for row, (e, p) in enumerate(chunk))
+    hits, far, kinds, reached = (torch.cat(parts) for parts in (hits, far, kinds, reached))
+
+    def share(values: torch.Tensor, where: torch.Tensor) -> float:
+        return float(values[where].float().mean()) if where.any() else math.nan
+
+    far_names, far_prose = far & (kinds == IDENTIFIER), far & (kinds == PROSE)
+    return dict(accuracy=share(hits, torch.ones_like(hits)), far_accuracy=share(hits, far),
+                far_name_accuracy=share(hits, far_names), far_prose_accuracy=share(hits, far_prose),
+                near_accuracy=share(hits, ~far), far_reach=share(reached, far), far_name_reach=share(reached, far_names),
+                far_prose_reach=share(reached, far_prose), masked_tokens=hits.numel(), far_tokens=int(far.sum()),
+                far_name_tokens=int(far_names.sum()), far_prose_tokens=int(far_prose.sum()),
+                test_loss=loss_sum / max(hits.numel(), 1))
 
 
 def train_and_evaluate(
@@ -416,8 +486,8 @@ def train_and_evaluate(
         log_every, eval_every: Print the running loss / the test accuracy every that many steps (0: never).
 
     Returns:
-        ``accuracy``, ``far_accuracy``, ``near_accuracy`` (masked tokens that are not far), ``masked_tokens``,
-        ``far_tokens``, ``test_loss``, ``train_loss`` (mean over the last 10 % of steps), ``density`` (of the
+        :func:`evaluate`'s accuracies and reaches (``steps=0`` measures only the reaches meaningfully), counts and
+        ``test_loss``, ``train_loss`` (mean over the last 10 % of steps), ``density`` (of the
         first held-out batch's layout), ``train_seconds``, ``seconds``, ``steps``, ``seed``, ``layout``.
     """
     torch.set_num_threads(2)
@@ -464,7 +534,8 @@ def train_and_evaluate(
     result = evaluate(model, test_examples, vocab)
     first = _batch(test_examples[:8], [e.masked[0] for e in test_examples[:8]], vocab, block_size)
     density = model.sasa.layout(first["input_ids"], first["attention_mask"], first["ast_links"]).density()
-    result.update(train_loss=statistics.mean(losses[-max(1, steps // 10):]), density=density, train_seconds=trained,
+    train_loss = statistics.mean(losses[-max(1, steps // 10):]) if losses else math.nan
+    result.update(train_loss=train_loss, density=density, train_seconds=trained,
                   seconds=time.perf_counter() - started, steps=steps, seed=seed, layout=dict(layout))
     return result
 
@@ -472,7 +543,14 @@ def train_and_evaluate(
 # ------------------------------------------------------------------------------------------------------ the table
 
 
+#: The per-run numbers averaged over seeds.
+SUMMARIZED = ("accuracy", "far_accuracy", "far_name_accuracy", "far_prose_accuracy", "near_accuracy", "far_reach",
+              "far_name_reach", "train_loss", "density", "seconds")
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
+    if any(math.isnan(v) for v in values):  # the training loss of runs without steps
+        return math.nan, math.nan
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
@@ -481,21 +559,26 @@ def summarize(runs: list[dict]) -> list[dict]:
     rows = []
     for name in dict.fromkeys(r["name"] for r in runs):
         mine = [r for r in runs if r["name"] == name]
-        stats = {key: _mean_std([r[key] for r in mine])
-                 for key in ("accuracy", "far_accuracy", "near_accuracy", "train_loss", "density", "seconds")}
+        stats = {key: _mean_std([r[key] for r in mine]) for key in SUMMARIZED}
         rows.append(dict(layout=name, seeds=len(mine), **stats, far_tokens=mine[0]["far_tokens"],
+                         far_name_tokens=mine[0]["far_name_tokens"], far_prose_tokens=mine[0]["far_prose_tokens"],
                          masked_tokens=mine[0]["masked_tokens"]))
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
+    """Reach (share of far tokens with a copy in their layout: all / identifiers) and accuracy (mean ± std)."""
     width = max(len(r["layout"]) for r in rows)
-    print(f"{'layout':<{width}}  seeds  density  accuracy (all)   far tokens       other tokens     train loss  s/run")
+    columns = ("accuracy", "far_accuracy", "far_name_accuracy", "far_prose_accuracy", "near_accuracy")
+    print(f"{'layout':<{width}}  seeds  density  reach far/name  accuracy: all    far tokens       far identifiers  "
+          "far in prose     other tokens     train loss  s/run")
     for r in rows:
-        cells = "  ".join(f"{r[k][0]:.3f} ± {r[k][1]:.3f}" for k in ("accuracy", "far_accuracy", "near_accuracy"))
-        print(f"{r['layout']:<{width}}  {r['seeds']:>5}  {r['density'][0]:>7.3f}  {cells}   {r['train_loss'][0]:>8.3f}"
-              f"  {r['seconds'][0]:>5.0f}")
-    print(f"held-out masked tokens: {rows[0]['masked_tokens']} (far: {rows[0]['far_tokens']}); mean ± std over seeds")
+        cells = "  ".join(f"{r[k][0]:.3f} ± {r[k][1]:.3f}" for k in columns)
+        print(f"{r['layout']:<{width}}  {r['seeds']:>5}  {r['density'][0]:>7.3f}  {r['far_reach'][0]:>6.3f}/"
+              f"{r['far_name_reach'][0]:.3f}   {cells}   {r['train_loss'][0]:>8.3f}  {r['seconds'][0]:>5.0f}")
+    print(f"held-out masked tokens: {rows[0]['masked_tokens']} (far: {rows[0]['far_tokens']}, of them identifiers in "
+          f"the code: {rows[0]['far_name_tokens']}, in comments and strings: {rows[0]['far_prose_tokens']}); "
+          "mean ± std over seeds")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -557,7 +640,8 @@ def main(argv: list[str] | None = None) -> int:
                 neighbour_types=not args.no_neighbour_types, mimetic_std=args.mimetic_std, log_every=args.log_every)
             result["name"] = name
             runs.append(result)
-            print(f"  {name}, seed {seed}: accuracy {result['accuracy']:.3f}, far {result['far_accuracy']:.3f}, "
+            print(f"  {name}, seed {seed}: accuracy {result['accuracy']:.3f}, far {result['far_accuracy']:.3f} "
+                  f"(identifiers {result['far_name_accuracy']:.3f}; reached {result['far_reach']:.3f}), "
                   f"other {result['near_accuracy']:.3f}, train loss {result['train_loss']:.3f}, "
                   f"{result['seconds']:.0f} s", flush=True)
     rows = summarize(runs)

@@ -114,6 +114,25 @@ def test_ast_block_scores_count_links_from_the_query_block_to_the_key_block():
     expected[0, 3] = 2  # block 0 depends on block 3: its queries get key block 3, not the other way round
     expected[2, 1] = 1
     assert scores[0].equal(expected)
+    # A reverse weight also scores the target's block towards the linking one, forward links still counting more.
+    both = ast_block_scores(links, 4, reverse_weight=0.25)[0]
+    expected[3, 0], expected[1, 2] = 0.5, 0.25
+    assert both.equal(expected)
+
+
+def test_reverse_weight_lets_a_declaration_block_reach_its_far_uses_in_the_model_layout():
+    from sasa import SasaConfig, SasaModel
+
+    links = torch.full((1, 64, 1), -1)
+    links[0, 60, 0] = 40  # a use in block 7 depends on a declaration in block 5 (block 4 of 8 is far from both)
+    links[0, 61, 0] = 41
+    common = dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                  block_size=8, window_radius=0, num_global_blocks=1, num_topk_blocks=0, num_ast_blocks=1)
+    input_ids = torch.full((1, 64), 5)
+    forward = SasaModel(SasaConfig(**common, ast_reverse_weight=0.0)).layout(input_ids, ast_links=links)
+    both = SasaModel(SasaConfig(**common)).layout(input_ids, ast_links=links)
+    assert forward.block_mask[0, 7, 5] and not forward.block_mask[0, 5, 7]
+    assert both.block_mask[0, 7, 5] and both.block_mask[0, 5, 7]
 
 
 def test_frequency_block_scores_equal_the_dense_vocabulary_matrix():

@@ -16,6 +16,9 @@ from sasa.configuration_sasa import SASA_AUTO_MAP
         ("num_random_blocks", -1),
         ("frequency_partners", -4),
         ("attention_probs_dropout_prob", 1.5),
+        ("ast_reverse_weight", -0.5),
+        ("ast_reverse_weight", float("nan")),
+        ("ast_reverse_weight", "0.25"),
     ],
 )
 def test_bad_value_is_a_value_error_naming_the_field(field, value):
@@ -38,6 +41,7 @@ def test_defaults_follow_the_paper_the_layout_benchmark_and_roberta():
     assert (config.block_size, config.window_radius, config.num_global_blocks) == (32, 1, 1)
     # chosen by benchmarks/layout_quality.py: the extra budget of 3 blocks split 2 AST + 1 top-k
     assert (config.num_topk_blocks, config.num_ast_blocks, config.num_random_blocks) == (1, 2, 0)
+    assert config.ast_reverse_weight == 0.25  # and by mlm_probe.py: a declaration's block also gets its far uses
     assert config.max_sequence_length == 2048
     assert config.pad_token_id == 1 and config.tie_word_embeddings
 

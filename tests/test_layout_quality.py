@@ -86,3 +86,8 @@ def test_quick_run_measures_every_layout_and_keeps_the_invariants(tmp_path):
     for run in learned["runs"]:
         assert 0.0 <= run["accuracy"] <= 1.0 and 0.0 <= run["far_accuracy"] <= 1.0
         assert run["masked_tokens"] > 0
+        assert 0 < run["far_name_tokens"] + run["far_prose_tokens"] <= run["far_tokens"]
+    # far tokens are defined against the window: full attention reaches a copy of each of them, the window none
+    summary = {row["layout"]: row for row in learned["summary"]}
+    assert summary["full attention"]["far_reach"][0] == 1.0
+    assert summary["window only"]["far_reach"][0] == 0.0

@@ -76,23 +76,30 @@ def random_blocks(available: torch.Tensor, k: int, generator: torch.Generator | 
     return highest_scoring_blocks(noise, k, available)
 
 
-def ast_block_scores(ast_links: torch.Tensor, block_size: int) -> torch.Tensor:
-    """Count AST links from each block to each block.
+def ast_block_scores(ast_links: torch.Tensor, block_size: int, reverse_weight: float = 0.0) -> torch.Tensor:
+    """Count AST links between blocks: the links leaving block ``i`` for block ``j``, plus ``reverse_weight`` times
+    those arriving in ``i`` from ``j``.
 
     A link points from a token to what it depends on (a variable use to its declaration, a call to the definition, a
-    closing bracket to the construct's head), so the score is *directional*: query block ``i`` is scored towards key
-    block ``j`` by the links leaving ``i`` for ``j``. Measured by ``benchmarks/layout_quality.py`` (standard-library
-    functions, block 32, window radius 1, 1 global block): directional counts reach more far dependencies at a lower
-    density than counts in both directions (far data flow 0.75 vs 0.70 at density 0.196 vs 0.207 with 2 AST
-    blocks); per-relation normalised votes or a budget shared by turns between relations do no better.
+    closing bracket to the construct's head). A query block needs the blocks it depends on (uses → declaration) and,
+    less often, the blocks that depend on it (a declaration → its far uses: a masked or renamed declaration is
+    recovered from them). Measured by ``benchmarks/layout_quality.py`` (standard-library code, block 32, window
+    radius 1, 1 global block, 2 AST blocks): forward links alone reach the most declarations from their uses (far
+    data flow 0.75) but almost none of the uses from their declaration (0.004); a reverse weight of 0.25 (forward
+    links win ties) keeps the forward reach (0.74) and adds the backward one (0.32), and in the masked-LM probe of
+    ``benchmarks/mlm_probe.py`` its layout holds a copy of half of the far masked identifiers instead of a third
+    (the README's layout-quality section has the tables). Per-relation normalised votes or a budget shared by turns
+    between relations do no better than plain counts.
 
     Args:
         ast_links: ``[B, L]`` or ``[B, L, R]`` long; ``ast_links[b, p, r]`` is the index of a token that token ``p`` is
             linked to in the syntax tree, ``-1`` for none. ``L`` a multiple of ``block_size``.
         block_size: Tokens per block.
+        reverse_weight: Weight of a link counted from its target's block towards its source's (0: forward only).
 
     Returns:
-        ``[B, n, n]`` float: ``S[b, i, j]`` = number of links from a token of block ``i`` to a token of block ``j``.
+        ``[B, n, n]`` float: ``S[b, i, j]`` = links from block ``i`` to block ``j`` + ``reverse_weight`` x links from
+        ``j`` to ``i``.
     """
     if ast_links.dim() == 2:
         ast_links = ast_links[..., None]
@@ -104,7 +111,8 @@ def ast_block_scores(ast_links: torch.Tensor, block_size: int) -> torch.Tensor:
     pair = (source_block * num_blocks + target_block).masked_fill(~valid, 0).reshape(batch, -1)
     counts = torch.zeros(batch, num_blocks * num_blocks, device=ast_links.device)
     counts.scatter_add_(1, pair, valid.reshape(batch, -1).float())
-    return counts.view(batch, num_blocks, num_blocks)
+    counts = counts.view(batch, num_blocks, num_blocks)
+    return counts + reverse_weight * counts.transpose(1, 2) if reverse_weight else counts
 
 
 def frequency_block_scores(

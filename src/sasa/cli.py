@@ -20,12 +20,14 @@ def _add_sparse_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--num-global-blocks", type=int, default=1)
     group.add_argument("--num-topk-blocks", type=int, default=1)
     group.add_argument("--num-ast-blocks", type=int, default=2)
+    group.add_argument("--ast-reverse-weight", type=float, default=0.25,
+                       help="weight of AST links counted backwards (declaration → far uses); 0 = forward only")
     group.add_argument("--num-random-blocks", type=int, default=0)
 
 
-def _sparse_fields(args: argparse.Namespace) -> dict[str, int]:
+def _sparse_fields(args: argparse.Namespace) -> dict[str, int | float]:
     names = ("block_size", "window_radius", "num_global_blocks", "num_topk_blocks", "num_ast_blocks",
-             "num_random_blocks")
+             "ast_reverse_weight", "num_random_blocks")
     return {name: getattr(args, name) for name in names}
 
 

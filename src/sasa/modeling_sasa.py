@@ -316,7 +316,7 @@ class SasaModel(SasaPreTrainedModel):
             topk_scores = self.frequency_table.block_scores(input_ids, config.block_size)
         ast_scores = None
         if ast_links is not None and config.num_ast_blocks:
-            ast_scores = ast_block_scores(ast_links, config.block_size)
+            ast_scores = ast_block_scores(ast_links, config.block_size, config.ast_reverse_weight)
         generator = None
         if config.num_random_blocks and not self.training:  # deterministic inference; fresh blocks each training step
             generator = torch.Generator(device=attention_mask.device).manual_seed(config.random_seed)
