@@ -52,6 +52,54 @@ def test_calls_point_at_the_definition_and_brackets_at_their_openers(tokenizer, 
     assert all(set(closing) & set(")]}") and set(opening) & set("([{") for closing, opening, _ in brackets)
 
 
+def test_first_to_later_pairs_are_the_data_flow_pairs_reversed(tokenizer):
+    source = read_snippet("example.py")
+    encoding = tokenizer(source, language=None, return_offsets_mapping=True)
+    found = dependencies(source, [tuple(span) for span in encoding["offset_mapping"]], "python")
+    assert len(found["first → later"]) and found["first → later"].tolist() == found["data flow"][:, ::-1].tolist()
+
+
+def test_probe_token_kinds_tell_identifiers_from_keywords_comments_and_strings(tokenizer):
+    import re
+
+    from mlm_probe import IDENTIFIER, OTHER_CODE, PROSE, token_kinds
+
+    source = 'def total_size(items):  # sum the sizes\n    """Add item sizes."""\n    return sum(items)\n'
+    comment = range(source.index("#"), source.index("\n"))
+    docstring = range(source.index('"""') + 3, source.rindex('"""'))
+    names = [range(m.start(), m.end()) for m in re.finditer(r"\b(total_size|items|sum)\b", source)]
+
+    def expected(start: int, end: int) -> int:
+        if start == end:
+            return OTHER_CODE  # <s>, </s>
+        if start in comment or start in docstring:
+            return PROSE
+        return IDENTIFIER if any(start in name for name in names) else OTHER_CODE  # keywords, brackets, quotes
+
+    encoding = tokenizer(source, language="python", return_offsets_mapping=True)
+    spans = [tuple(span) for span in encoding["offset_mapping"]]
+    kinds = token_kinds(source, spans, "python").tolist()
+    assert kinds == [expected(*span) for span in spans]
+    assert {IDENTIFIER, PROSE, OTHER_CODE} == set(kinds)
+    assert token_kinds(source, spans, None).eq(OTHER_CODE).all()
+
+
+def test_probe_reach_counts_an_unmasked_copy_in_an_attended_block():
+    import torch
+
+    from mlm_probe import occurrence_reached
+
+    input_ids = torch.tensor([0, 7, 5, 5, 5, 5, 5, 7])  # id 7 at 1 (block 0) and 7 (block 3), blocks of 2
+    masked = torch.zeros(8, dtype=torch.bool)
+    masked[7] = True
+    block_mask = torch.eye(4, dtype=torch.bool)
+    assert occurrence_reached(input_ids, masked, block_mask, 2).tolist() == [False]
+    block_mask[3, 0] = True
+    assert occurrence_reached(input_ids, masked, block_mask, 2).tolist() == [True]
+    masked[1] = True  # the copy is masked too: nothing to copy from
+    assert occurrence_reached(input_ids, masked, block_mask, 2).tolist() == [False, False]
+
+
 def test_far_pairs_are_those_outside_window_and_global_blocks():
     import numpy as np
 
