@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import RobertaConfig, RobertaForMaskedLM, RobertaModel
 
-from sasa import SasaForMaskedLM, SasaModel
+from sasa import SasaConfig, SasaForMaskedLM, SasaModel
 from sasa.cli import main
 from sasa.conversion import convert_roberta_model, extend_position_embeddings
 
@@ -68,9 +68,10 @@ def test_command_converts_a_masked_lm_checkpoint_that_reloads(tmp_path):
     roberta = RobertaForMaskedLM(tiny_roberta_config()).eval()
     roberta.save_pretrained(tmp_path / "roberta")
     assert main(["convert", str(tmp_path / "roberta"), str(tmp_path / "sasa"), "--max-position-embeddings", "1026",
-                 "--block-size", "32", "--window-radius", "64"]) == 0
+                 "--block-size", "32", "--window-radius", "64", "--ast-reverse-weight", "0.5"]) == 0
     sasa = SasaForMaskedLM.from_pretrained(tmp_path / "sasa").eval()
     assert sasa.config.block_size == 32 and sasa.config.max_position_embeddings == 1026
+    assert sasa.config.ast_reverse_weight == 0.5
     input_ids, attention_mask = roberta_inputs([400, 200])
     real = attention_mask.bool()
     with torch.no_grad():
@@ -100,6 +101,9 @@ def test_conversion_saves_a_sasa_tokenizer_over_the_source_vocabulary(tmp_path, 
     RobertaModel(config).save_pretrained(tmp_path / "roberta")
     roberta_tokenizer.save_pretrained(tmp_path / "roberta")
     assert main(["convert", str(tmp_path / "roberta"), str(tmp_path / "sasa")]) == 0
+    defaults, converted = SasaConfig(), SasaConfig.from_pretrained(tmp_path / "sasa")
+    layout = ("num_topk_blocks", "num_ast_blocks", "ast_reverse_weight", "num_random_blocks")
+    assert [getattr(converted, f) for f in layout] == [getattr(defaults, f) for f in layout]  # CLI follows config
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "sasa")
     assert isinstance(tokenizer, SasaTokenizer) and tokenizer.model_max_length == 2048
     code = "def f(x):\n    return x\n"
