@@ -217,8 +217,7 @@ class _Source:
         groups = [name for name in captures if not name.startswith("_") and name != "node"]  # "node": see _span
         nodes = list(chain.from_iterable(captures[name] for name in groups))
         table = np.empty((len(nodes), 5), dtype=np.int64)
-        table[:, START] = np.fromiter(map(_START, nodes), dtype=np.int64, count=len(nodes))
-        table[:, END] = np.fromiter(map(_END, nodes), dtype=np.int64, count=len(nodes))
+        table[:, START : END + 1] = _byte_ranges(nodes)
         group = np.repeat(np.arange(len(groups)), [len(captures[name]) for name in groups])
         order = np.argsort(group << 40 | table[:, START])  # by capture, then start (sources under 1 TB)
         table, group = table[order], group[order]
@@ -285,6 +284,19 @@ def _first_of(keys: np.ndarray, positions: np.ndarray, values: np.ndarray) -> tu
     order = np.lexsort((positions, keys))
     unique, index = np.unique(keys[order], return_index=True)
     return unique, values[order][index]
+
+
+def _nearest_before_else_first(keys: np.ndarray, starts: np.ndarray, heads: np.ndarray, query_keys: np.ndarray,
+                               query_starts: np.ndarray, scale: np.int64) -> np.ndarray:
+    """For each query, the head of the entry with the same key that starts nearest before it, else of the first entry
+    with that key (``-1`` for none). Keys are ``>= 0``; starts (byte offsets) ``< scale``."""
+    combined = keys * scale + starts
+    order = np.argsort(combined)
+    combined, heads = combined[order], heads[order]
+    before = combined.searchsorted(query_keys * scale + query_starts) - 1
+    found = np.where(_take(combined, before) // scale == query_keys, before, combined.searchsorted(query_keys * scale))
+    found[_take(combined, found) // scale != query_keys] = -1
+    return _take(heads, found)
 
 
 def _find(unique: np.ndarray, values: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -452,16 +464,10 @@ def _call(source: _Source) -> np.ndarray:
     callees, functions = source.get("callee"), source.get("function.name")
     if not len(callees) or not len(functions):
         return source.none()
-    # The nearest definition before the call, else the first: by (name, start) keys.
-    scale = np.int64(len(source.encoded) + 1)
-    keys = functions[:, ID] * scale + functions[:, START]
-    order = np.argsort(keys)
-    keys, heads = keys[order], functions[order, FIRST]
-    before = keys.searchsorted(callees[:, ID] * scale + callees[:, START]) - 1
-    first = keys.searchsorted(callees[:, ID] * scale)
-    found = np.where(_take(keys, before) // scale == callees[:, ID], before, first)
-    found[_take(keys, found) // scale != callees[:, ID]] = -1
-    return source.paint_leaves(callees[:, FIRST], callees[:, STOP], _take(heads, found))
+    # The nearest definition with the callee's name before the call, else the first.
+    targets = _nearest_before_else_first(functions[:, ID], functions[:, START], functions[:, FIRST], callees[:, ID],
+                                         callees[:, START], np.int64(len(source.encoded) + 1))
+    return source.paint_leaves(callees[:, FIRST], callees[:, STOP], targets)
 
 
 def _declaration(source: _Source) -> np.ndarray:
@@ -514,15 +520,10 @@ def _exit(source: _Source) -> np.ndarray:
         width = np.int64(len(functions) + 2)
         label_keys = labels[:, ID] * width + function_of.innermost(labels[:, START]) + 1
         jump_keys = jump_labels[:, ID] * width + function_of.innermost(jumps[:, START]) + 1
-        scale = np.int64(len(source.encoded) + 1)
-        keys = label_keys * scale + labels[:, START]
-        order = np.argsort(keys)
-        keys, heads = keys[order], labels[order, FIRST]
-        before = keys.searchsorted(jump_keys * scale + jumps[:, START]) - 1
-        found = np.where(_take(keys, before) // scale == jump_keys, before, keys.searchsorted(jump_keys * scale))
-        found[_take(keys, found) // scale != jump_keys] = -1
+        labelled = _nearest_before_else_first(label_keys, labels[:, START], labels[:, FIRST], jump_keys,
+                                              jumps[:, START], np.int64(len(source.encoded) + 1))
         exits = np.concatenate([exits, jumps])  # last: a labelled break is also a break, and the label wins
-        targets = np.concatenate([targets, _take(heads, found)])
+        targets = np.concatenate([targets, labelled])
     return source.paint(exits[:, FIRST], exits[:, STOP], targets)
 
 
@@ -596,7 +597,8 @@ def token_links(
     import tree_sitter
 
     language = normalize_language(language)
-    cursor = tree_sitter.QueryCursor(get_query(language, frozenset(chain.from_iterable(_GROUPS[name] for name in relations))))
+    groups = frozenset(chain.from_iterable(_GROUPS[name] for name in relations))
+    cursor = tree_sitter.QueryCursor(get_query(language, groups))
     cursor.set_byte_range(0, int(starts[-1]) + 1)  # nodes after the last token link nothing
     parsed = _Source(encoded, starts, cursor.captures(tree.root_node), language, tree.root_node.byte_range)
     structure = _Structure(parsed) if any(name in _STRUCTURE_RELATIONS for name in relations) else None
