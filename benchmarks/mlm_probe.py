@@ -189,10 +189,11 @@ def copy_candidates(input_ids: torch.Tensor, identifier: torch.Tensor) -> torch.
 def token_kinds(source: str, offsets: list[tuple[int, int]], language: str | None) -> torch.Tensor:
     """``[L]`` int8: the kind of each token (character ``offsets`` into ``source``) by the syntax node holding its first
     character: :data:`PROSE` in a comment or the text of a string literal (:data:`PROSE_KINDS`), :data:`IDENTIFIER` in
-    a name node (a node kind containing ``identifier``, or PHP's ``name``), else :data:`OTHER_CODE` (keywords,
+    a name node (:data:`far_dependencies.IDENTIFIERS`, the leaves that name things), else :data:`OTHER_CODE` (keywords,
     operators, numbers; special tokens; everything without a language)."""
     import numpy as np
 
+    from far_dependencies import IDENTIFIERS
     from sasa.ast_languages import get_parser
     from sasa.ast_relations import char_to_byte_offsets
 
@@ -207,7 +208,7 @@ def token_kinds(source: str, offsets: list[tuple[int, int]], language: str | Non
             ranges.append((node.start_byte, node.end_byte, PROSE))
         elif node.child_count:
             stack.extend(node.children)
-        elif "identifier" in node.type or node.type == "name":
+        elif node.type in IDENTIFIERS:
             ranges.append((node.start_byte, node.end_byte, IDENTIFIER))
     if not ranges:
         return torch.from_numpy(kinds)
