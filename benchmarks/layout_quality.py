@@ -195,23 +195,24 @@ def reach(examples: list[Example], tables: list, specs: list[LayoutSpec], args) 
     """One row per layout: far-pair recall per kind (pooled over the corpus), their count, and the density.
     ``tables[i]``: the top-k table ``(ids, weights)`` example ``i`` is measured with."""
     rows = []
+    far_blocks = [{kind: far_pairs(example.dependencies[kind], args.block_size, args.window_radius,
+                                   args.num_global_blocks) // args.block_size for kind in KINDS}
+                  for example in examples]  # the same for every layout
     for spec in specs:
         generator = torch.Generator().manual_seed(args.seed)
         covered = dict.fromkeys(KINDS, 0)
         total = dict.fromkeys(KINDS, 0)
         selected = pairs = 0
-        for example, table in zip(examples, tables):
+        for example, table, far in zip(examples, tables, far_blocks):
             layout = layout_of(example, spec, args, table, generator)
             mask = layout.block_mask[0]
             real = int(layout.real_blocks.sum())
             selected += int(mask.sum())
             pairs += real * real
             for kind in KINDS:
-                far = far_pairs(example.dependencies[kind], args.block_size, args.window_radius,
-                                args.num_global_blocks)
-                total[kind] += len(far)
-                if len(far):
-                    covered[kind] += int(mask[far[:, 0] // args.block_size, far[:, 1] // args.block_size].sum())
+                total[kind] += len(far[kind])
+                if len(far[kind]):
+                    covered[kind] += int(mask[far[kind][:, 0], far[kind][:, 1]].sum())
         recall = {kind: covered[kind] / total[kind] if total[kind] else float("nan") for kind in KINDS}
         rows.append(dict(layout=spec.name, recall=recall, far_pairs=total, density=selected / max(pairs, 1),
                          spec=spec.__dict__))
