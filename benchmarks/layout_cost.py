@@ -1,13 +1,15 @@
 """What building the block layout costs next to the forward pass it serves.
 
 For each length: a small SASA model (hidden 256, 4 layers, 4 heads, FFN 1024; ``sasa_blocks``; inference, batch 1,
-fp32) with a frequency table of ``--partners`` partners per id over CodeBERT's vocabulary size, random ids, and
-random AST links (2 per token). Timed separately (median of ``--repeats``):
+fp32) with its default layout over CodeBERT's vocabulary size, random ids from a working set of 1,000 ids (names
+recur, as in code), and random AST links (2 per token). With ``--topk-source table`` the model gets a random frequency
+table of ``--partners`` partners per id instead of the default input source. Timed separately (median of
+``--repeats``), each through the model's own code:
 
-* ``top-k scores``: ``frequency_block_scores`` from the table (no V x V matrix),
+* ``top-k scores``: the model's top-k source (``SasaFrequencyTable.block_scores``),
 * ``AST scores``: ``ast_block_scores`` from the links,
-* ``layout``: ``build_layout`` (all patterns) + the kv indices,
-* ``forward``: the whole model forward (which includes the three above).
+* ``layout``: ``SasaModel.layout`` (all patterns, the two above included) + the kv indices,
+* ``forward``: the whole model forward (which includes the layout).
 
     python benchmarks/layout_cost.py --lengths 1024 2048 4096 8192 --json out.json
 """
@@ -34,57 +36,47 @@ def median_ms(function, repeats: int) -> float:
 
 
 @torch.inference_mode()
-def measure_length(length: int, table: tuple[torch.Tensor, torch.Tensor], repeats: int) -> dict:
+def measure_length(length: int, topk_source: str, partners: int, repeats: int) -> dict:
     from sasa import SasaConfig, SasaModel
-    from sasa.block_layout import ast_block_scores, build_layout, frequency_block_scores
-    from sasa.profiling import SMALL
+    from sasa.block_layout import ast_block_scores
+    from sasa.profiling import SMALL, WORKING_SET
 
-    partner_ids, partner_weights = table
-    vocab = partner_ids.shape[0]
+    vocab = 50265
     torch.manual_seed(0)
     config = SasaConfig(vocab_size=vocab, max_position_embeddings=length + 2, **SMALL)
     model = SasaModel._from_config(config, attn_implementation="sasa_blocks").eval()
-    model.set_frequency_table(partner_ids, partner_weights)
+    if topk_source == "table":
+        generator = torch.Generator().manual_seed(0)
+        model.set_frequency_table(torch.randint(0, vocab, (vocab, partners), generator=generator),
+                                  torch.rand(vocab, partners, generator=generator))
     generator = torch.Generator().manual_seed(length)
-    input_ids = torch.randint(3, vocab, (1, length), generator=generator)
+    input_ids = torch.randint(3, 3 + WORKING_SET, (1, length), generator=generator)
     ast_links = torch.randint(-1, length, (1, length, 2), generator=generator)
-    mask = torch.ones_like(input_ids)
-    block = config.block_size
-    topk = frequency_block_scores(input_ids, partner_ids, partner_weights, block)
-    ast = ast_block_scores(ast_links, block)
-
-    def layout():
-        return build_layout(mask, block, config.window_radius, config.num_global_blocks, config.num_topk_blocks,
-                            config.num_ast_blocks, 0, topk, ast).kv_indices
-
+    valid = torch.ones_like(input_ids, dtype=torch.bool)
     row = dict(
         length=length,
-        topk_ms=median_ms(lambda: frequency_block_scores(input_ids, partner_ids, partner_weights, block), repeats),
-        ast_ms=median_ms(lambda: ast_block_scores(ast_links, block), repeats),
-        layout_ms=median_ms(layout, repeats),
+        topk_source=topk_source,
+        topk_ms=median_ms(lambda: model.frequency_table.block_scores(input_ids, valid, config), repeats),
+        ast_ms=median_ms(lambda: ast_block_scores(ast_links, config.block_size, config.ast_reverse_weight), repeats),
+        layout_ms=median_ms(lambda: model.layout(input_ids, ast_links=ast_links).kv_indices, repeats),
         forward_ms=median_ms(lambda: model(input_ids, ast_links=ast_links), repeats),
     )
-    row["layout_share"] = (row["topk_ms"] + row["ast_ms"] + row["layout_ms"]) / row["forward_ms"]
+    row["layout_share"] = row["layout_ms"] / row["forward_ms"]
     return row
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
-    parser.add_argument("--partners", type=int, default=32)
+    parser.add_argument("--topk-source", choices=["input", "table"], default="input")
+    parser.add_argument("--partners", type=int, default=32, help="partners per id of the random table")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
-
-
-    vocab = 50265
-    generator = torch.Generator().manual_seed(0)
-    table = (torch.randint(0, vocab, (vocab, args.partners), generator=generator),
-             torch.rand(vocab, args.partners, generator=generator))
     rows = []
     print(f"{'length':>7} {'top-k scores':>13} {'AST scores':>11} {'layout':>8} {'forward':>9} {'layout share':>13}")
     for length in args.lengths:
-        row = measure_length(length, table, args.repeats)
+        row = measure_length(length, args.topk_source, args.partners, args.repeats)
         rows.append(row)
         print(f"{length:>7} {row['topk_ms']:>11.1f}ms {row['ast_ms']:>9.1f}ms {row['layout_ms']:>6.1f}ms "
               f"{row['forward_ms']:>7.0f}ms {100 * row['layout_share']:>12.1f}%", flush=True)

@@ -36,13 +36,13 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from far_dependencies import KINDS, dependencies, far_pairs  # noqa: E402
-from sasa import SasaConfig  # noqa: E402
+from sasa import SasaConfig, SasaModel  # noqa: E402
 from sasa.ast_languages import EXTENSIONS  # noqa: E402
 from sasa.ast_relations import DEFAULT_RELATIONS, RELATIONS  # noqa: E402
 from sasa.block_layout import (  # noqa: E402
+    BlockLayout,
     ast_block_scores,
     build_layout,
-    frequency_block_scores,
     highest_scoring_blocks,
 )
 
@@ -79,6 +79,8 @@ class LayoutSpec:
     # "per relation": each relation's votes over the free blocks normalised to 1; "share": relations take turns
     # picking their best free block
     reverse_weight: float = SasaConfig().ast_reverse_weight  # links counted backwards (1: both directions equally)
+    topk_source: str = SasaConfig().topk_source  # "input" (the tokens blocks share) or "table" (cross-fitted table)
+    matchable: str = "identifiers"  # ids the input source matches: the tokenizer's identifiers, or "every id"
 
 
 def standard_library_sources(min_chars: int = 1600) -> list[Source]:
@@ -173,25 +175,49 @@ def oracle_scores(pairs: np.ndarray, num_blocks: int, block_size: int) -> torch.
     return scores
 
 
-def layout_of(example: Example, spec: LayoutSpec, args, table, generator: torch.Generator):
-    size = args.block_size
+def layout_model(spec: LayoutSpec, args, tokenizer) -> SasaModel:
+    """A SASA model (tiny width: only its layout is used) whose config holds ``spec``'s layout, so every layout is
+    built by the model's own code; its input top-k source matches the tokenizer's identifiers (or every id)."""
+    from sasa.frequency import install_identifier_tokens
+
+    config = SasaConfig(vocab_size=len(tokenizer), hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+                        intermediate_size=8, max_position_embeddings=args.max_tokens + args.block_size + 2,
+                        block_size=args.block_size, window_radius=args.window_radius,
+                        num_global_blocks=args.num_global_blocks, num_topk_blocks=spec.topk_blocks,
+                        topk_source=spec.topk_source, num_ast_blocks=spec.ast_blocks,
+                        ast_reverse_weight=spec.reverse_weight, num_random_blocks=spec.random_blocks,
+                        random_seed=args.seed)
+    model = SasaModel(config).eval()
+    if spec.matchable == "identifiers":
+        install_identifier_tokens(model, tokenizer)
+    return model
+
+
+@torch.no_grad()
+def layout_of(example: Example, spec: LayoutSpec, model, table) -> BlockLayout:
+    """``example``'s layout under ``spec``: the model's own for link counts (``score="count"``); the research
+    alternatives (per-relation votes, turns, the oracle) replace only its AST scores."""
+    config = model.config
+    if spec.topk_blocks and spec.topk_source == "table":
+        model.set_frequency_table(*table)  # the table cross-fitted for this example's fold
+    links = example.links[None][..., [RELATIONS.index(r) for r in spec.relations]] if spec.relations else None
+    if spec.score == "count" and not spec.oracle_blocks:
+        return model.layout(example.input_ids[None], ast_links=links)
+    size = config.block_size
     length = -(-example.input_ids.shape[0] // size) * size
     input_ids = _padded(example.input_ids, length, 1)[None]
     token_valid = torch.arange(length)[None] < example.input_ids.shape[0]
-    links = _padded(example.links, length, -1)
-    num_blocks = length // size
-    free = ~build_layout(token_valid, size, args.window_radius, args.num_global_blocks).block_mask
-    ast_scores, ast_blocks = None, spec.ast_blocks
-    if spec.relations:
-        ast_scores = relation_scores(links, spec, free, size)
-    elif spec.oracle_blocks:
-        ast_scores, ast_blocks = oracle_scores(example.dependencies["data flow"], num_blocks, size), spec.oracle_blocks
-    topk_scores = frequency_block_scores(input_ids, *table, size) if spec.topk_blocks else None
-    return build_layout(token_valid, size, args.window_radius, args.num_global_blocks, spec.topk_blocks, ast_blocks,
-                        spec.random_blocks, topk_scores, ast_scores, generator)
+    free = ~build_layout(token_valid, size, config.window_radius, config.num_global_blocks).block_mask
+    if spec.oracle_blocks:
+        ast_scores, ast_blocks = oracle_scores(example.dependencies["data flow"], length // size, size), spec.oracle_blocks
+    else:
+        ast_scores, ast_blocks = relation_scores(_padded(example.links, length, -1), spec, free, size), spec.ast_blocks
+    topk_scores = model.frequency_table.block_scores(input_ids, token_valid, config) if spec.topk_blocks else None
+    return build_layout(token_valid, size, config.window_radius, config.num_global_blocks, spec.topk_blocks,
+                        ast_blocks, 0, topk_scores, ast_scores)
 
 
-def reach(examples: list[Example], tables: list, specs: list[LayoutSpec], args) -> list[dict]:
+def reach(examples: list[Example], tables: list, specs: list[LayoutSpec], args, tokenizer) -> list[dict]:
     """One row per layout: far-pair recall per kind (pooled over the corpus), their count, and the density.
     ``tables[i]``: the top-k table ``(ids, weights)`` example ``i`` is measured with."""
     rows = []
@@ -199,12 +225,12 @@ def reach(examples: list[Example], tables: list, specs: list[LayoutSpec], args) 
                                    args.num_global_blocks) // args.block_size for kind in KINDS}
                   for example in examples]  # the same for every layout
     for spec in specs:
-        generator = torch.Generator().manual_seed(args.seed)
+        model = layout_model(spec, args, tokenizer)
         covered = dict.fromkeys(KINDS, 0)
         total = dict.fromkeys(KINDS, 0)
         selected = pairs = 0
         for example, table, far in zip(examples, tables, far_blocks):
-            layout = layout_of(example, spec, args, table, generator)
+            layout = layout_of(example, spec, model, table)
             mask = layout.block_mask[0]
             real = int(layout.real_blocks.sum())
             selected += int(mask.sum())
@@ -230,9 +256,8 @@ def reach_specs(budget: int) -> list[LayoutSpec]:
                    ast_blocks=budget, reverse_weight=1.0),
         LayoutSpec(f"AST {budget}: all relations", RELATIONS, ast_blocks=budget),
         LayoutSpec(f"AST {budget}: default relations", DEFAULT_RELATIONS, ast_blocks=budget),
-        LayoutSpec(f"AST {ast}: default relations, reverse weight {reverse} (default layout without a table)",
-                   DEFAULT_RELATIONS,
-                   ast_blocks=ast),
+        LayoutSpec(f"AST {ast}: default relations, reverse weight {reverse} (the default layout's AST blocks alone)",
+                   DEFAULT_RELATIONS, ast_blocks=ast),
         LayoutSpec(f"AST {ast}: default relations, forward links only", DEFAULT_RELATIONS, ast_blocks=ast,
                    reverse_weight=0.0),
         LayoutSpec(f"AST {ast}: default relations, reverse weight 0.5", DEFAULT_RELATIONS, ast_blocks=ast,
@@ -243,9 +268,16 @@ def reach_specs(budget: int) -> list[LayoutSpec]:
                    score="per relation"),
         LayoutSpec(f"AST {ast}: default relations, budget shared by turns", DEFAULT_RELATIONS, ast_blocks=ast,
                    score="share"),
-        LayoutSpec(f"top-k {budget}: table without teacher", topk_blocks=budget),
-        LayoutSpec(f"AST {ast} + top-k {topk} without teacher (default layout)", DEFAULT_RELATIONS, ast_blocks=ast,
+        LayoutSpec(f"top-k {budget}: input source (shared identifiers, the default source)", topk_blocks=budget),
+        LayoutSpec(f"top-k {budget}: input source over every id", topk_blocks=budget, matchable="every id"),
+        LayoutSpec(f"top-k {budget}: teacher-free table (sasa topk --files)", topk_blocks=budget,
+                   topk_source="table"),
+        LayoutSpec(f"AST {ast} + top-k {topk}, input source (default layout)", DEFAULT_RELATIONS, ast_blocks=ast,
                    topk_blocks=topk),
+        LayoutSpec(f"AST {ast} + top-k {topk}, input source over every id", DEFAULT_RELATIONS, ast_blocks=ast,
+                   topk_blocks=topk, matchable="every id"),
+        LayoutSpec(f"AST {ast} + top-k {topk}, teacher-free table", DEFAULT_RELATIONS, ast_blocks=ast,
+                   topk_blocks=topk, topk_source="table"),
         LayoutSpec(f"random {budget} (BigBird)", random_blocks=budget),
         LayoutSpec(f"oracle {budget} (best blocks for data flow)", oracle_blocks=budget),
     ]
@@ -321,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{sorted({e.source.language for e in examples})}), block {args.block_size}, window radius "
           f"{args.window_radius}, {args.num_global_blocks} global, {args.budget} extra blocks; top-k tables "
           "cross-fitted over 4 folds")
-    rows = reach(examples, tables, reach_specs(args.budget), args)
+    rows = reach(examples, tables, reach_specs(args.budget), args, tokenizer)
     print_reach(rows)
     languages = sorted({e.source.language for e in examples})
     result = dict(arguments=vars(args), reach=rows, languages=[

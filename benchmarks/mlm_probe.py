@@ -58,12 +58,19 @@ LAYOUTS = {
     "full attention": dict(window_radius=1024, num_global_blocks=1, num_ast_blocks=0, num_topk_blocks=0),
     "window only": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=0, num_topk_blocks=0),
     "random 3": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=0, num_topk_blocks=0, num_random_blocks=3),
-    # SASA's defaults (SasaConfig: 2 AST blocks + 1 top-k block; the tokenizer's default relations)
+    # SASA's defaults (SasaConfig: 2 AST blocks + 1 top-k block; the tokenizer's default relations), and the top-k
+    # sources: a teacher-free frequency table of the training files, or the input itself (the default), matching the
+    # tokenizer's identifier-like pieces (as sasa convert/demo and the examples install them) or every id but
+    # <s>, </s>, <pad> and <mask> (a model built without its tokenizer).
     "AST 2, forward links only": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=2, num_topk_blocks=0,
                                       ast_reverse_weight=0.0),
-    "AST 2 (default)": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=2, num_topk_blocks=0),
-    "AST 2 + top-k 1 (default, teacher-free table)": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=2,
-                                                          num_topk_blocks=1),
+    "AST 2, no top-k": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=2, num_topk_blocks=0),
+    "AST 2 + top-k 1, teacher-free table": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=2,
+                                                num_topk_blocks=1, topk_source="table"),
+    "AST 2 + top-k 1, input source over every id": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=2,
+                                                        num_topk_blocks=1, topk_source="input", matchable="every id"),
+    "AST 2 + top-k 1 (default: input source)": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=2,
+                                                    num_topk_blocks=1, topk_source="input"),
 }
 #: Standard deviation of the shared query/key weights (mimetic initialisation).
 MIMETIC_STD = 0.15
@@ -344,7 +351,9 @@ def build_model(vocab: Vocabulary, layout: dict, max_length: int, seed: int, mod
         layout: ``SasaConfig`` overrides of the block layout (applied after :data:`PROBE_MODEL` and
             ``model_overrides``).
         seed: Seeds the weights.
-        frequency_table: ``(partner_ids [V, m], partner_weights [V, m])`` installed for top-k blocks.
+        frequency_table: ``(partner_ids [V, m], partner_weights [V, m])`` installed when the layout's top-k source is
+            ``"table"``. ``layout["matchable"]`` (not a config field): ``"identifiers"`` (default) restricts the
+            input top-k source to the vocabulary's identifier-like ids, ``"every id"`` leaves it every non-special id.
         neighbour_types: One token type per vocabulary id (the left neighbour's id is fed as the type).
         mimetic_std: ``W_q = W_k`` with this std (0: the default initialisation).
         identity_init: Value, attention-output and LM-head dense weights start at the identity.
@@ -354,6 +363,7 @@ def build_model(vocab: Vocabulary, layout: dict, max_length: int, seed: int, mod
     settings = dict(PROBE_MODEL, **WINDOW)
     settings.update(model_overrides or {})
     settings.update(layout)
+    matchable = settings.pop("matchable", "identifiers")
     settings.setdefault("random_seed", seed)
     if neighbour_types:
         settings["type_vocab_size"] = vocab.size
@@ -363,8 +373,14 @@ def build_model(vocab: Vocabulary, layout: dict, max_length: int, seed: int, mod
                         tie_word_embeddings=True, **settings)
     torch.manual_seed(seed)
     model = SasaForMaskedLM._from_config(config, attn_implementation="sasa_blocks")
-    if frequency_table is not None:
+    if frequency_table is not None and config.topk_source == "table":
         model.sasa.set_frequency_table(*frequency_table)
+    if matchable == "identifiers":  # what sasa convert, sasa demo and the examples install
+        model.sasa.set_matchable_tokens(vocab.identifier)
+    else:  # a model built without its tokenizer: every id but the special ones; <mask> would match every mask
+        every = model.sasa.frequency_table.matchable_tokens.clone()
+        every[vocab.mask_id] = False
+        model.sasa.set_matchable_tokens(every)
     with torch.no_grad():
         eye = torch.eye(config.hidden_size)
         for layer in model.sasa.encoder.layer:
@@ -637,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
             result = train_and_evaluate(
                 data.train, data.test, layout, seed, args.steps, data.vocab, batch_size=args.batch_size,
                 learning_rate=args.learning_rate, mask_rate=args.mask_rate, max_length=args.max_length,
-                model_overrides=args.model, frequency_table=table if layout.get("num_topk_blocks") else None,
+                model_overrides=args.model, frequency_table=table,
                 neighbour_types=not args.no_neighbour_types, mimetic_std=args.mimetic_std, log_every=args.log_every)
             result["name"] = name
             runs.append(result)

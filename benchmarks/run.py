@@ -2,9 +2,10 @@
 
 Every configuration runs in its own Python process (``sasa.profiling``): random weights, batch 1, fp32, median of
 ``--repeats`` timed runs after one first run, which also gives the peak memory (resident set above the resting one)
-and the warm-up/compile time (reported apart). SASA uses the paper's default layout (block 32, window radius 1,
-1 global block) with 3 top-k + 3 AST blocks per query block, fed by a random frequency table and random AST links so
-every budget is spent; ``sasa_compiled`` is the same model under ``torch.compile`` (its first run includes the
+and the warm-up/compile time (reported apart). SASA uses its default layout (``SasaConfig``: block 32, window radius
+1, 1 global block, 1 top-k block from the tokens blocks share, 2 AST blocks per query block), built by the model's
+own code from random inputs whose ids recur (a working set of 1,000 ids) and random AST links, so every budget is
+spent; ``sasa_compiled`` is the same model under ``torch.compile`` (its first run includes the
 compilation). Peers: RoBERTa (``sdpa``: PyTorch's flash-style CPU kernel; ``eager``), BigBird
 (``block_sparse``, block 64, 3 random blocks) and Longformer (window 512, ``<s>`` global).
 
@@ -51,7 +52,7 @@ PEERS = ("roberta_sdpa", "bigbird", "longformer")
 #: attention-only rows are cheap: at least this many timed runs, so one slow run (or the allocator settling in the
 #: first ones) does not decide their median
 ATTENTION_REPEATS = 9
-SASA_STRUCTURE = dict(frequency_partners=8, ast_links_per_token=2)
+SASA_STRUCTURE = dict(ast_links_per_token=2)
 
 
 @dataclass

@@ -82,7 +82,7 @@ def run_case(spec: dict) -> dict:
         return result
 
     if spec["model"] == "sasa":
-        build_layout = model.sasa.build_layout
+        build_layout = model.sasa._padded_layout
 
         def timed_layout(*args, **kwargs):
             start = time.perf_counter()
@@ -90,7 +90,7 @@ def run_case(spec: dict) -> dict:
             timings["layout"] += time.perf_counter() - start
             return result
 
-        model.sasa.build_layout = timed_layout
+        model.sasa._padded_layout = timed_layout
 
     class StepClock(TrainerCallback):
         """Starts the clock when the warm-up steps end (before the next batch is collated), stops it after the last."""

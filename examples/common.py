@@ -23,6 +23,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from sasa import SasaConfig
 from sasa.ast_languages import normalize_language
+from sasa.frequency import install_identifier_tokens
 
 #: Local data formats, by file extension, and the ``datasets`` builder that reads each.
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
@@ -214,10 +215,14 @@ def load_config(model_args: ModelArguments, **kwargs) -> PretrainedConfig:
     return config
 
 
-def load_model(model_class: type, model_args: ModelArguments, config: PretrainedConfig):
-    """``model_class`` with random weights (``--from_scratch``) or the checkpoint's weights, under ``config``."""
+def load_model(model_class: type, model_args: ModelArguments, config: PretrainedConfig,
+               tokenizer: PreTrainedTokenizerBase):
+    """``model_class`` with random weights (``--from_scratch``: its input top-k source matches the tokenizer's
+    identifiers, as ``sasa convert`` sets it) or the checkpoint's weights, under ``config``."""
     if model_args.from_scratch:
-        return model_class(config)
+        model = model_class(config)
+        install_identifier_tokens(model, tokenizer)
+        return model
     return model_class.from_pretrained(model_args.model_name_or_path, config=config)
 
 

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
               for split, dataset in splits.items()}
 
     # Model and Trainer. The collator pads the code group and the query_ group each to whole blocks.
-    model = load_model(SasaForCodeSearch, model_args, config)
+    model = load_model(SasaForCodeSearch, model_args, config, tokenizer)
     trainer = CodeSearchTrainer(
         model=model, args=training_args, train_dataset=splits.get("train"), eval_dataset=splits.get("validation"),
         processing_class=tokenizer, data_collator=SasaDataCollator(tokenizer, pad_to_multiple_of=config.block_size))

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                  for split, dataset in splits.items()}
 
     # Model and Trainer; BLEU as CodeXGLUE reports it.
-    model = load_model(SasaForCodeSummarization, model_args, config)
+    model = load_model(SasaForCodeSummarization, model_args, config, tokenizer)
     # The saved model generates as it was evaluated. The decoder keeps no key/value cache, but from_pretrained of a
     # checkpoint without generation_config.json leaves use_cache unset and generate() would then feed it only the
     # newest token: turn it off explicitly.

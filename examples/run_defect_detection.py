@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
     # Model and Trainer.
     set_seed(training_args.seed)
-    model = common.load_model(SasaForSequenceClassification, model_args, config)
+    model = common.load_model(SasaForSequenceClassification, model_args, config, tokenizer)
     trainer = Trainer(model=model, args=training_args, train_dataset=processed.get("train"),
                       eval_dataset=processed.get("validation"), processing_class=tokenizer,
                       data_collator=SasaDataCollator(tokenizer, pad_to_multiple_of=config.block_size),

@@ -9,6 +9,7 @@ from sasa.block_layout import (
     global_blocks,
     highest_scoring_blocks,
     real_blocks,
+    shared_token_block_scores,
     window_blocks,
 )
 
@@ -186,3 +187,35 @@ def test_an_examples_layout_does_not_depend_on_its_batchs_padding():
     assert torch.equal(batched.block_mask[0, :6, :6], alone.block_mask[0])
     assert not batched.block_mask[0, :6, 6:].any()
     assert (alone.sources[0] == PATTERN_CODES["ast"]).sum() > 0
+
+
+def test_shared_token_scores_weigh_each_shared_token_by_its_rarity_in_the_input():
+    # blocks of 4: token 7 occurs twice (blocks 0 and 2), token 9 four times (blocks 0, 1, 2, 2), token 5 is not
+    # matchable, padding (id 1) at the end is not counted
+    input_ids = torch.tensor([[7, 9, 5, 5, 9, 3, 3, 3, 7, 9, 9, 5, 1, 1, 1, 1]])
+    matchable = torch.ones(12, dtype=torch.bool)
+    matchable[[1, 5]] = False
+    valid = input_ids != 1
+    scores = shared_token_block_scores(input_ids, matchable, 4, valid)[0]
+    # S[i, j] = sum over matchable ids v of count_i(v) * count_j(v) / N(v), with N the occurrences in the input
+    # (token 3 occurs three times, all in block 1: it scores block 1 against itself only)
+    expected = torch.tensor([
+        [1 / 2 + 1 / 4, 1 / 4, 1 / 2 + 2 / 4, 0.0],
+        [1 / 4, 1 / 4 + 9 / 3, 2 / 4, 0.0],
+        [1 / 2 + 2 / 4, 2 / 4, 1 / 2 + 4 / 4, 0.0],
+        [0.0, 0.0, 0.0, 0.0],
+    ])
+    torch.testing.assert_close(scores, expected)
+    assert torch.equal(scores, scores.T)
+
+
+def test_shared_token_scores_point_a_block_at_the_far_block_with_its_rare_name():
+    common, rare, filler = 10, 11, 12
+    input_ids = torch.full((1, 64), filler)
+    input_ids[0, ::3] = common  # everywhere
+    input_ids[0, 9], input_ids[0, 60] = rare, rare  # block 1 and block 7 (blocks of 8)
+    matchable = torch.ones(20, dtype=torch.bool)
+    matchable[filler] = False
+    scores = shared_token_block_scores(input_ids, matchable, 8)
+    layout = build_layout(torch.ones(1, 64, dtype=torch.bool), 8, num_topk_blocks=1, topk_scores=scores)
+    assert layout.extra_blocks()[0][0, 1, 0] == 7 and layout.extra_blocks()[0][0, 7, 0] == 1

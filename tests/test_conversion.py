@@ -5,8 +5,11 @@ import torch
 from transformers import RobertaConfig, RobertaForMaskedLM, RobertaModel
 
 from sasa import SasaConfig, SasaForMaskedLM, SasaModel
+from sasa.block_layout import PATTERN_CODES
 from sasa.cli import main
+from sasa.configuration_sasa import LAYOUT_FIELDS, layout_defaults
 from sasa.conversion import convert_roberta_model, extend_position_embeddings
+from sasa.frequency import identifier_vocabulary
 
 FULL_COVER = dict(block_size=32, window_radius=64, num_global_blocks=1)  # window >= number of blocks: dense
 
@@ -101,12 +104,20 @@ def test_conversion_saves_a_sasa_tokenizer_over_the_source_vocabulary(tmp_path, 
     RobertaModel(config).save_pretrained(tmp_path / "roberta")
     roberta_tokenizer.save_pretrained(tmp_path / "roberta")
     assert main(["convert", str(tmp_path / "roberta"), str(tmp_path / "sasa")]) == 0
-    defaults, converted = SasaConfig(), SasaConfig.from_pretrained(tmp_path / "sasa")
-    layout = ("num_topk_blocks", "num_ast_blocks", "ast_reverse_weight", "num_random_blocks")
-    assert [getattr(converted, f) for f in layout] == [getattr(defaults, f) for f in layout]  # CLI follows config
+    converted = SasaConfig.from_pretrained(tmp_path / "sasa")
+    assert {f: getattr(converted, f) for f in LAYOUT_FIELDS} == layout_defaults()  # the CLI follows the config
+    assert converted.max_position_embeddings == SasaConfig().max_position_embeddings
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "sasa")
     assert isinstance(tokenizer, SasaTokenizer) and tokenizer.model_max_length == 2048
     code = "def f(x):\n    return x\n"
     encoding = tokenizer(code, language="python")
     assert encoding["input_ids"] == roberta_tokenizer(code)["input_ids"]
     assert any(t >= 0 for row in encoding["ast_links"] for t in row)
+
+    # The converted model's top-k block is on: it matches the source vocabulary's identifiers between blocks.
+    model = SasaModel.from_pretrained(tmp_path / "sasa")
+    assert torch.equal(model.frequency_table.matchable_tokens, identifier_vocabulary(tokenizer))
+    code = "".join(f"def helper_{i}(value):\n    return value + {i}\n\n" for i in range(40)) + "print(helper_3)\n"
+    encoding = tokenizer(code, language="python", return_tensors="pt")
+    layout = model.layout(encoding["input_ids"], encoding["attention_mask"], encoding["ast_links"])
+    assert (layout.sources == PATTERN_CODES["top-k"]).any()

@@ -21,6 +21,8 @@ from transformers import RobertaConfig, RobertaModel, Trainer
 
 from conftest import WITHOUT_SASA, read_snippet, tiny_config
 from sasa import SasaForSequenceClassification, SasaModel, SasaTokenizer
+from sasa.block_layout import PATTERN_CODES
+from sasa.frequency import identifier_vocabulary
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
 import common  # noqa: E402
@@ -281,6 +283,15 @@ def test_a_run_resumed_from_a_checkpoint_repeats_the_uninterrupted_losses(bpe_di
         assert resumed[step] == pytest.approx(uninterrupted[step], rel=1e-5), (step, resumed, uninterrupted)
         assert found[step] == pytest.approx(uninterrupted[step], rel=1e-5), (step, found, uninterrupted)
     assert len({uninterrupted[step] for step in (4, 5, 6)}) == 3  # the losses do differ step to step
+
+    # --from_scratch gives the model a working top-k block: its input source matches the tokenizer's identifiers.
+    model = SasaForSequenceClassification.from_pretrained(tmp_path / "full" / "checkpoint-6")
+    tokenizer = SasaTokenizer.from_pretrained(bpe_dir)
+    assert torch.equal(model.sasa.frequency_table.matchable_tokens, identifier_vocabulary(tokenizer))
+    code = read_snippet("example.c")
+    encoding = tokenizer(code, language="c", truncation=True, max_length=256, return_tensors="pt")
+    layout = model.sasa.layout(encoding["input_ids"], encoding["attention_mask"], encoding["ast_links"])
+    assert (layout.sources == PATTERN_CODES["top-k"]).any()
 
 
 # --- arguments and defaults -----------------------------------------------------------------------------------------

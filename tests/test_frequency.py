@@ -13,6 +13,7 @@ from sasa.frequency import (
     PairCounts,
     identifier_frequency_table,
     identifier_vocabulary,
+    install_identifier_tokens,
     load_frequency_table,
     read_corpus,
 )
@@ -63,7 +64,9 @@ def test_topk_command_counts_a_pinned_pair_and_the_table_selects_its_blocks(tmp_
     teacher = attention_pinned_model(len(tokenizer), query_id, key_id)
     teacher.save_pretrained(tmp_path / "teacher")
     tokenizer.save_pretrained(tmp_path / "teacher")
-    student = SasaModel(tiny_config(vocab_size=len(tokenizer), num_topk_blocks=1, num_ast_blocks=0))
+    # The student asks for a table it does not have yet: no top-k blocks until the command installs one.
+    student = SasaModel(tiny_config(vocab_size=len(tokenizer), num_topk_blocks=1, num_ast_blocks=0,
+                                    topk_source="table"))
     student.save_pretrained(tmp_path / "student")
 
     output = tmp_path / "table.safetensors"
@@ -117,7 +120,8 @@ def test_identifier_table_weighs_names_by_rarity_and_ignores_punctuation(tokeniz
 
 def test_topk_command_without_a_teacher_points_blocks_at_a_shared_rare_name(tmp_path, bpe_dir):
     tokenizer = SasaTokenizer.from_pretrained(bpe_dir)
-    student = SasaModel(tiny_config(vocab_size=len(tokenizer), num_topk_blocks=1, num_ast_blocks=0))
+    student = SasaModel(tiny_config(vocab_size=len(tokenizer), num_topk_blocks=1, num_ast_blocks=0,
+                                    topk_source="table"))
     student.save_pretrained(tmp_path / "student")
     tokenizer.save_pretrained(tmp_path / "student")
     output = tmp_path / "table.safetensors"
@@ -125,6 +129,7 @@ def test_topk_command_without_a_teacher_points_blocks_at_a_shared_rare_name(tmp_
     ids, weights = load_frequency_table(output)
     installed = SasaModel.from_pretrained(tmp_path / "student")
     assert torch.equal(installed.frequency_table.partner_ids, ids) and installed.config.frequency_partners == 1
+    assert installed.config.topk_source == "table"
 
     rare, common = single_token_id(tokenizer, "total"), single_token_id(tokenizer, "return")
     assert weights[rare, 0] > weights[common, 0] > 0  # "total" is in one snippet, "return" in most
@@ -139,3 +144,15 @@ def test_topk_command_without_a_teacher_points_blocks_at_a_shared_rare_name(tmp_
 def test_topk_command_needs_a_teacher_or_a_tokenizer(tmp_path):
     with pytest.raises(SystemExit, match="--tokenizer"):
         main(["topk", "--files", SNIPPETS, "--output", str(tmp_path / "t.safetensors")])
+
+
+def test_identifier_tokens_are_what_the_input_source_matches(tokenizer):
+    model = SasaModel(tiny_config(vocab_size=len(tokenizer)))
+    default = model.frequency_table.matchable_tokens.clone()
+    assert not default[[tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id]].any()
+    assert default.sum() == len(tokenizer) - 3  # every other id, until the tokenizer's identifiers are installed
+    installed = install_identifier_tokens(model, tokenizer)
+    assert torch.equal(model.frequency_table.matchable_tokens, installed)
+    assert torch.equal(installed, identifier_vocabulary(tokenizer))
+    name, punctuation = single_token_id(tokenizer, "result"), tokenizer(" =", add_special_tokens=False)["input_ids"][0]
+    assert installed[name] and not installed[punctuation]

@@ -110,8 +110,8 @@ def test_flex_attention_training_on_cpu_is_a_clear_error(config):
 def test_ast_links_and_frequency_table_change_the_layout(config):
     model = build(config).eval()
     inputs = structured_inputs([96], config)
-    plain = model.build_layout(inputs["attention_mask"])
-    with_ast = model.build_layout(inputs["attention_mask"], ast_links=inputs["ast_links"])
+    plain = model.layout(inputs["input_ids"], inputs["attention_mask"])
+    with_ast = model.layout(inputs["input_ids"], inputs["attention_mask"], inputs["ast_links"])
     assert with_ast.block_mask.sum() > plain.block_mask.sum()
     with torch.no_grad():
         assert not torch.allclose(model(**inputs).last_hidden_state,
@@ -128,7 +128,7 @@ def test_frequency_table_selects_the_blocks_its_counts_favour():
     input_ids = torch.full((1, 96), 20)
     input_ids[0, 3], input_ids[0, 90] = 7, 9  # block 0 .. block 11
     input_ids[0, 50] = 7  # block 6 also holds a 7
-    layout = model.build_layout(torch.ones_like(input_ids), input_ids)
+    layout = model.layout(input_ids)
     assert layout.block_mask[0, 6, 11]  # chosen by the table, far outside the window
     assert layout.block_mask[0, 6].sum() == 3 + 1 + 1
 
@@ -214,7 +214,7 @@ def test_eager_returns_sparse_attention_probabilities(config):
         attentions = model(inputs["input_ids"], inputs["attention_mask"], output_attentions=True).attentions
     assert len(attentions) == config.num_hidden_layers and attentions[0].shape == (1, 4, 50, 50)
     torch.testing.assert_close(attentions[0].sum(-1), torch.ones(1, 4, 50))
-    layout = model.build_layout(torch.nn.functional.pad(inputs["attention_mask"], (0, 6)), None, None)
+    layout = model.layout(inputs["input_ids"], inputs["attention_mask"])
     assert attentions[0][0, 0][~layout.token_mask()[0, :50, :50]].eq(0).all()
 
 
@@ -241,3 +241,91 @@ def test_sequence_classification_losses(num_labels, labels, problem_type):
     assert output.logits.shape == (2, num_labels) and torch.isfinite(output.loss)
     assert model.config.problem_type == problem_type
     assert model.accepts_loss_kwargs is False  # so Trainer scales the loss under gradient accumulation
+
+
+def test_the_default_top_k_block_is_filled_from_the_input_alone():
+    """No frequency table, no tokenizer: the default top-k source matches the tokens blocks share."""
+    config = tiny_config(num_ast_blocks=0, num_topk_blocks=1)
+    assert config.topk_source == "input" and config.frequency_partners == 0
+    model = build(config).eval()
+    input_ids = torch.full((1, 96), 20)
+    input_ids[0, 0] = 0
+    input_ids[0, 3::9] = torch.arange(30, 41)  # distinct names, each once...
+    input_ids[0, 50], input_ids[0, 90] = 77, 77  # ...and one used in block 6 and block 11 (blocks of 8)
+    layout = model.layout(input_ids)
+    topk = layout.sources[0] == 3
+    assert topk[6].nonzero().flatten().tolist() == [11] and topk[11].nonzero().flatten().tolist() == [6]
+
+
+def test_a_top_k_budget_nothing_can_fill_is_a_warning_once(caplog):
+    from transformers.utils import logging as hf_logging
+
+    config = tiny_config(num_ast_blocks=0, num_topk_blocks=2, topk_source="table")
+    model = build(config).eval()
+    input_ids, attention_mask = padded_batch([64], config.vocab_size)
+    hf_logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            first = model.layout(input_ids, attention_mask)
+            model.layout(input_ids, attention_mask)
+    finally:
+        hf_logging.disable_propagation()
+    warnings = [r for r in caplog.records if "no frequency table is installed" in r.getMessage()]
+    assert len(warnings) == 1
+    assert not (first.sources == 3).any()
+
+
+def test_resizing_the_vocabulary_resizes_the_top_k_source():
+    config = tiny_config(num_ast_blocks=0, num_topk_blocks=1)
+    model = with_frequency_table(build(config, "sasa_blocks", SasaForMaskedLM)).eval()
+    model.resize_token_embeddings(config.vocab_size + 8, mean_resizing=False)
+    table = model.sasa.frequency_table
+    assert table.partner_ids.shape[0] == table.partner_weights.shape[0] == table.matchable_tokens.shape[0] == 128
+    input_ids, attention_mask = padded_batch([40], 128)
+    input_ids[0, 5:9] = torch.arange(120, 124)  # the new ids
+    with torch.no_grad():
+        assert torch.isfinite(model(input_ids, attention_mask).logits).all()
+    model.resize_token_embeddings(100, mean_resizing=False)
+    assert table.partner_ids.shape[0] == model.sasa.frequency_table.matchable_tokens.shape[0] == 100
+
+
+AUTOCAST_LAYOUT = """
+import torch
+from sasa import SasaConfig, SasaModel
+from sasa.block_layout import build_layout, frequency_block_scores
+
+generator = torch.Generator().manual_seed(0)
+config = SasaConfig(vocab_size=500, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+                    max_position_embeddings=1026, block_size=8, num_topk_blocks=3, num_ast_blocks=0)
+input_ids = torch.randint(3, 60, (2, 1024), generator=generator)
+for source in ("input", "table"):
+    model = SasaModel(config).eval()
+    if source == "table":
+        model.set_frequency_table(torch.randint(3, 60, (500, 8), generator=generator),
+                                  torch.rand(500, 8, generator=generator))
+    fp32 = model.layout(input_ids).block_mask
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = model.layout(input_ids).block_mask
+    assert torch.equal(fp32, bf16), (source, int((fp32 != bf16).sum()))
+# The same scores computed under autocast, without the layout's fp32 guard, choose other blocks: the check bites.
+table = model.frequency_table
+with torch.autocast("cpu", dtype=torch.bfloat16):
+    unguarded = frequency_block_scores(input_ids, table.partner_ids, table.partner_weights, 8)
+mask = torch.ones_like(input_ids, dtype=torch.bool)
+rounded = build_layout(mask, 8, num_topk_blocks=3, topk_scores=unguarded).block_mask
+assert not torch.equal(rounded, fp32)
+print("ok")
+"""
+
+
+def test_bf16_autocast_builds_the_same_layout_as_fp32():
+    """Training under --bf16 and evaluating in fp32 attend to the same blocks. In a subprocess: on Xeons with AMX a CPU
+    bf16 matmul dies with SIGILL unless oneDNN is held to AVX512_CORE_BF16."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX512_CORE_BF16")
+    result = subprocess.run([sys.executable, "-c", AUTOCAST_LAYOUT], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

@@ -115,6 +115,57 @@ def ast_block_scores(ast_links: torch.Tensor, block_size: int, reverse_weight: f
     return counts + reverse_weight * counts.transpose(1, 2) if reverse_weight else counts
 
 
+def _block_token_counts(input_ids: torch.Tensor, block_size: int,
+                        token_valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """How often each distinct id occurs in each block, without ``torch.unique``.
+
+    Each id gets one *column*: the position of its first occurrence in the sorted row, a stand-in for an index over
+    the distinct ids that keeps every shape fixed (``torch.compile`` traces it without a graph break).
+
+    Returns:
+        ``(counts [B, n, L] float32, sorted_ids [B, L])``: ``counts[b, i, c]`` = occurrences in block ``i`` of the id
+        whose column is ``c`` (``sorted_ids[b, c]``); columns that are no id's first occurrence stay 0. Tokens where
+        ``token_valid`` is False are not counted.
+    """
+    batch, length = input_ids.shape
+    num_blocks = length // block_size
+    sorted_ids = input_ids.sort(dim=1).values
+    column = torch.searchsorted(sorted_ids, input_ids)  # [B, L]
+    token_block = (torch.arange(length, device=input_ids.device) // block_size)[None, :]  # [1, L]
+    ones = torch.ones(column.shape, dtype=torch.float32, device=input_ids.device)
+    if token_valid is not None:
+        ones = ones * token_valid
+    counts = torch.zeros(batch, num_blocks * length, dtype=torch.float32, device=input_ids.device)
+    counts.scatter_add_(1, token_block * length + column, ones)
+    return counts.view(batch, num_blocks, length), sorted_ids
+
+
+def shared_token_block_scores(
+    input_ids: torch.Tensor, matchable: torch.Tensor, block_size: int, token_valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Top-k block scores from the input itself: the tokens two blocks share, rare ones weighing most.
+
+    ``S[b, i, j] = sum_v m(v) * c_i(v) * c_j(v) / N(v)``, where ``c_i(v)`` counts id ``v`` in block ``i``, ``N(v)`` in the
+    whole input, and ``m(v)`` is 1 for ids that may be matched and 0 for
+    the rest (a model's ``matchable_tokens``: identifier-like pieces, or every id but the special ones). A name used twice, once in each block, adds 1/2; ``self`` used 60 times adds 1/60 per pair of uses. A
+    query block is so pointed at the far blocks that use (or define) its rarer names, the data-flow partners a
+    teacher's attention finds, with nothing to install: no teacher, no corpus (``benchmarks/layout_quality.py``
+    compares it with frequency tables).
+
+    Args:
+        input_ids: ``[B, L]`` long, ``L`` a multiple of ``block_size``.
+        matchable: ``[V]`` bool (or 0/1), the ids that count.
+        block_size: Tokens per block.
+        token_valid: ``[B, L]`` bool, False on padding (not counted).
+
+    Returns:
+        ``[B, n, n]`` float32, symmetric.
+    """
+    counts, sorted_ids = _block_token_counts(input_ids, block_size, token_valid)
+    weights = matchable.to(counts.device)[sorted_ids].float() / counts.sum(1).clamp(min=1)  # [B, L] per column
+    return (counts * weights[:, None, :]) @ counts.transpose(1, 2)
+
+
 def frequency_block_scores(
     input_ids: torch.Tensor, partner_ids: torch.Tensor, partner_weights: torch.Tensor, block_size: int
 ) -> torch.Tensor:
@@ -131,26 +182,20 @@ def frequency_block_scores(
         block_size: Tokens per block.
 
     Returns:
-        ``[B, n, n]`` float.
+        ``[B, n, n]`` float32.
     """
     batch, length = input_ids.shape
-    num_blocks, num_partners = length // block_size, partner_ids.shape[-1]
-    # Each id's column: the position of its first occurrence in the sorted row, a stand-in for an index over the
-    # distinct ids that keeps every shape fixed (no torch.unique: torch.compile traces it without a graph break).
-    sorted_ids = input_ids.sort(dim=1).values
-    column = torch.searchsorted(sorted_ids, input_ids)  # [B, L]
+    num_partners = partner_ids.shape[-1]
+    counts, sorted_ids = _block_token_counts(input_ids, block_size)
     token_block = (torch.arange(length, device=input_ids.device) // block_size)[None, :]  # [1, L]
-    weight_dtype = torch.promote_types(partner_weights.dtype, torch.float32)
-    counts = torch.zeros(batch, num_blocks * length, dtype=weight_dtype, device=input_ids.device)
-    counts.scatter_add_(1, token_block * length + column, torch.ones_like(column, dtype=weight_dtype))
     partners = partner_ids[input_ids].reshape(batch, length * num_partners)  # [B, L * m]
     slot = torch.searchsorted(sorted_ids, partners).clamp(max=length - 1)
     present = sorted_ids.gather(1, slot) == partners
-    weights = partner_weights[input_ids].reshape(batch, -1).to(weight_dtype) * present
+    weights = partner_weights[input_ids].reshape(batch, -1).float() * present
     # pulls[b, i, c] = sum over tokens p in block i of C[id_p, the id of column c]
-    pulls = torch.zeros_like(counts)
+    pulls = torch.zeros(batch, counts.shape[1] * length, dtype=torch.float32, device=input_ids.device)
     pulls.scatter_add_(1, token_block.repeat_interleave(num_partners, 1) * length + slot, weights)
-    return pulls.view(batch, num_blocks, length) @ counts.view(batch, num_blocks, length).transpose(1, 2)
+    return pulls.view(counts.shape) @ counts.transpose(1, 2)
 
 
 @dataclass

@@ -14,21 +14,20 @@ import sys
 
 
 def _add_sparse_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("block layout (see SasaConfig)")
-    group.add_argument("--block-size", type=int, default=32)
-    group.add_argument("--window-radius", type=int, default=1)
-    group.add_argument("--num-global-blocks", type=int, default=1)
-    group.add_argument("--num-topk-blocks", type=int, default=1)
-    group.add_argument("--num-ast-blocks", type=int, default=2)
-    group.add_argument("--ast-reverse-weight", type=float, default=0.25,
-                       help="weight of AST links counted backwards (declaration → far uses); 0 = forward only")
-    group.add_argument("--num-random-blocks", type=int, default=0)
+    """One flag per block-layout field of SasaConfig (``--block-size`` ...), its default the config's."""
+    from .configuration_sasa import LAYOUT_FIELDS, TOPK_SOURCES, layout_defaults
+
+    group = parser.add_argument_group("block layout (SasaConfig fields; default: the config's)")
+    for name, default in layout_defaults().items():
+        choices = TOPK_SOURCES if name == "topk_source" else None
+        group.add_argument("--" + name.replace("_", "-"), type=type(default), default=default, choices=choices,
+                           help=f"{LAYOUT_FIELDS[name]} (default: {default})")
 
 
-def _sparse_fields(args: argparse.Namespace) -> dict[str, int | float]:
-    names = ("block_size", "window_radius", "num_global_blocks", "num_topk_blocks", "num_ast_blocks",
-             "ast_reverse_weight", "num_random_blocks")
-    return {name: getattr(args, name) for name in names}
+def _sparse_fields(args: argparse.Namespace) -> dict[str, int | float | str]:
+    from .configuration_sasa import LAYOUT_FIELDS
+
+    return {name: getattr(args, name) for name in LAYOUT_FIELDS}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     convert = commands.add_parser("convert", help="convert a RoBERTa-family checkpoint (CodeBERT, ...) to SASA")
     convert.add_argument("source", help="local checkpoint directory, or Hub id (needs network)")
     convert.add_argument("output_dir")
-    convert.add_argument("--max-position-embeddings", type=int, default=2050,
-                         help="new position table size; RoBERTa's offset leaves this minus pad_token_id+1 tokens")
+    convert.add_argument("--max-position-embeddings", type=int, default=None,
+                         help="new position table size; RoBERTa's offset leaves this minus pad_token_id+1 tokens "
+                         "(default: SasaConfig's, 2048 tokens)")
     convert.add_argument("--head", default="auto", choices=["auto", "base", "masked-lm", "sequence-classification"])
     _add_sparse_arguments(convert)
 
@@ -89,9 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "show-layout":
         _show_layout(args)
     else:
-        from .demo import run_demo
+        from .demo import DemoDidNotLearn, run_demo
 
-        run_demo(output_dir=args.output_dir, max_steps=args.steps, seed=args.seed)
+        try:
+            run_demo(output_dir=args.output_dir, max_steps=args.steps, seed=args.seed)
+        except DemoDidNotLearn as failure:
+            print(failure, file=sys.stderr)
+            return 1
     return 0
 
 

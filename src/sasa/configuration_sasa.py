@@ -17,6 +17,22 @@ SASA_AUTO_MAP = {
     "AutoModelForSeq2SeqLM": "modeling_sasa.SasaForCodeSummarization",
 }
 
+#: Where top-k blocks come from: the input itself (shared tokens, rare ones first) or an installed frequency table.
+TOPK_SOURCES = ("input", "table")
+#: The block layout's fields and what each sets; their defaults are ``SasaConfig``'s (:func:`layout_defaults`).
+#: ``sasa convert`` has one flag per field, and the benchmarks build layouts from these fields.
+LAYOUT_FIELDS = {
+    "block_size": "tokens per block",
+    "window_radius": "window blocks on each side of a query block",
+    "num_global_blocks": "leading blocks that attend to and from every block",
+    "num_topk_blocks": "top-k blocks per query block",
+    "topk_source": "where top-k scores come from: 'input' (the tokens blocks share) or 'table' (sasa topk)",
+    "num_ast_blocks": "AST blocks per query block",
+    "ast_reverse_weight": "weight of AST links counted backwards (a declaration's block gets its far uses); 0: forward "
+                          "only",
+    "num_random_blocks": "random blocks per query block (BigBird-style, for comparison)",
+}
+
 
 class SasaConfig(PretrainedConfig):
     r"""Configuration of a SASA encoder (Liu et al., SIGIR 2022): RoBERTa with structure-aware block-sparse attention.
@@ -26,8 +42,8 @@ class SasaConfig(PretrainedConfig):
 
     * ``window_radius`` blocks on each side of itself (sliding window),
     * the first ``num_global_blocks`` blocks, which also attend to every block (global),
-    * ``num_topk_blocks`` blocks with the highest top-k frequency score (needs a frequency table: a teacher's, or
-      one built without a teacher by ``sasa topk``),
+    * ``num_topk_blocks`` blocks with the highest top-k score: by default the blocks sharing the query block's rarer
+      tokens (``topk_source="input"``), or a frequency table's choice (``"table"``),
     * ``num_ast_blocks`` blocks the query block has the most AST links to (needs ``ast_links`` in the input),
     * ``num_random_blocks`` random blocks (BigBird-style; 0 by default, for comparison only).
 
@@ -52,26 +68,30 @@ class SasaConfig(PretrainedConfig):
         block_size: Tokens per block (32 as in the original release; 64/128 suit GPU kernels).
         window_radius: Window blocks on each side of a query block (1 → 3 blocks).
         num_global_blocks: Leading blocks that attend to and from every block (1 holds ``<s>``).
-        num_topk_blocks: Extra key blocks per query block chosen by the top-k frequency score (default 1).
-        num_ast_blocks: Extra key blocks per query block chosen by the AST link score (default 2). The defaults
-            (2 AST + 1 top-k, with the tokenizer's default relations) were chosen by
-            ``benchmarks/layout_quality.py``: without a frequency table their density is about the old default's
-            (3 AST blocks of the four structural relations: 0.207 vs 0.201) while far data-flow recall goes from
-            0.16 to 0.74 on standard-library functions, and a masked-LM probe recovers far identifiers 0.21 of the
-            time (random blocks 0.13, window only 0.07).
+        num_topk_blocks: Extra key blocks per query block chosen by the top-k score (default 1; see ``topk_source``).
+        num_ast_blocks: Extra key blocks per query block chosen by the AST link score (default 2; needs ``ast_links``).
+            The default budgets, relations and reverse weight were chosen by ``benchmarks/layout_quality.py``
+            (``docs/layout-quality.md``).
         ast_reverse_weight: How much an AST link from a token in block ``j`` to one in block ``i`` counts towards query
             block ``i`` choosing key block ``j`` (links from ``i`` to ``j`` count 1): a declaration's block also gets
-            the blocks of its far uses. 0.25 by measurement (``ast_block_scores``); 0 counts forward links only.
+            the blocks of its far uses. 0 counts forward links only.
         num_random_blocks: Extra random key blocks per query block (BigBird-style ablation).
         random_seed: Seed of the random blocks in eval mode, so inference is deterministic.
-        frequency_partners: Partners kept per vocabulary id in the model's top-k frequency table (0 = no table, no
-            top-k blocks). Set by ``SasaModel.set_frequency_table``.
+        topk_source: Where the top-k scores come from. ``"input"`` (default): the input itself, blocks scored by the
+            tokens they share, each weighing ``1 / (its occurrences in the input)``, among the model's matchable
+            tokens (the tokenizer's identifier-like pieces once installed, else every non-special id); needs nothing
+            installed. ``"table"``: the model's top-k frequency table (``sasa topk``, with or without a teacher),
+            selected when one is installed.
+        frequency_partners: Partners kept per vocabulary id in the model's top-k frequency table (0 = no table). Set by
+            ``SasaModel.set_frequency_table``.
         num_decoder_layers: Layers of the summary decoder of ``SasaForCodeSummarization`` (6, as CodeXGLUE's
             code-to-text model); the encoder-only heads ignore it.
         classify_pairs: ``SasaForSequenceClassification`` classifies *pairs* of sequences (inputs ``[B, 2, L]``, each
             encoded on its own, the two ``<s>`` vectors joined), as CodeXGLUE's clone-detection model.
         pooling: How ``SasaForCodeSearch`` turns a sequence into one vector: ``"mean"`` over the real tokens (as
             UniXcoder's code search) or ``"cls"`` (the ``<s>`` token's state).
+        add_pooling_layer: ``SasaModel`` has RoBERTa's pooler (``pooler_output``). The task heads never read it and
+            set this to False, so ``AutoModel`` loads their encoder without an untrained pooler.
     """
 
     model_type = "sasa"
@@ -103,10 +123,12 @@ class SasaConfig(PretrainedConfig):
         ast_reverse_weight: float = 0.25,
         num_random_blocks: int = 0,
         random_seed: int = 0,
+        topk_source: str = "input",
         frequency_partners: int = 0,
         num_decoder_layers: int = 6,
         classify_pairs: bool = False,
         pooling: str = "mean",
+        add_pooling_layer: bool = True,
         **kwargs,
     ):
         self.vocab_size = vocab_size
@@ -134,10 +156,12 @@ class SasaConfig(PretrainedConfig):
         self.ast_reverse_weight = ast_reverse_weight
         self.num_random_blocks = num_random_blocks
         self.random_seed = random_seed
+        self.topk_source = topk_source
         self.frequency_partners = frequency_partners
         self.num_decoder_layers = num_decoder_layers
         self.classify_pairs = classify_pairs
         self.pooling = pooling
+        self.add_pooling_layer = add_pooling_layer
         kwargs.setdefault("auto_map", dict(SASA_AUTO_MAP))
         super().__init__(**kwargs)
         self._validate_sasa_fields()
@@ -160,6 +184,8 @@ class SasaConfig(PretrainedConfig):
                 raise ValueError(f"SasaConfig.{name} must be > 0, got {value}.")
             if value < 0:
                 raise ValueError(f"SasaConfig.{name} must be >= 0, got {value}.")
+        if self.topk_source not in TOPK_SOURCES:
+            raise ValueError(f"SasaConfig.topk_source must be one of {TOPK_SOURCES}, got {self.topk_source!r}.")
         weight = self.ast_reverse_weight
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight < float("inf"):
             raise ValueError(f"SasaConfig.ast_reverse_weight must be a finite number >= 0, got {weight!r}.")
@@ -177,6 +203,12 @@ class SasaConfig(PretrainedConfig):
                 f"SasaConfig.max_position_embeddings ({self.max_position_embeddings}) must exceed pad_token_id + 1 "
                 f"({self.pad_token_id + 1}): RoBERTa positions start after the padding index."
             )
+
+
+def layout_defaults() -> dict:
+    """The default value of every :data:`LAYOUT_FIELDS` field, as ``SasaConfig()`` sets it."""
+    defaults = SasaConfig()
+    return {name: getattr(defaults, name) for name in LAYOUT_FIELDS}
 
 
 SasaConfig.register_for_auto_class()

@@ -20,6 +20,7 @@ from transformers import (
 )
 
 from .configuration_sasa import SasaConfig
+from .frequency import install_identifier_tokens
 from .modeling_sasa import SasaForMaskedLM, SasaForSequenceClassification, SasaModel
 from .tokenization_sasa import SasaTokenizer
 
@@ -55,8 +56,9 @@ def extend_position_embeddings(table: torch.Tensor, new_size: int, offset: int) 
     return torch.cat([table[:offset], trained.repeat(repeats, 1)[: new_size - offset]]).clone()
 
 
-def sasa_config_from(source_config, max_position_embeddings: int, **sparse_fields) -> SasaConfig:
-    """A :class:`SasaConfig` with the source encoder's fields, the new position length and the given sparse fields."""
+def sasa_config_from(source_config, max_position_embeddings: int | None = None, **sparse_fields) -> SasaConfig:
+    """A :class:`SasaConfig` with the source encoder's fields, the new position length (default: the config's) and the
+    given sparse fields."""
     model_type = getattr(source_config, "model_type", None)
     if model_type not in ROBERTA_FAMILY:
         raise ValueError(f"expected a RoBERTa-family checkpoint (model_type in {ROBERTA_FAMILY}), got {model_type!r}.")
@@ -65,13 +67,18 @@ def sasa_config_from(source_config, max_position_embeddings: int, **sparse_field
         raise ValueError(f"only absolute position embeddings convert, got position_embedding_type={position_type!r}.")
     fields = {name: getattr(source_config, name) for name in ENCODER_FIELDS if hasattr(source_config, name)}
     fields["tie_word_embeddings"] = getattr(source_config, "tie_word_embeddings", True)
-    return SasaConfig(max_position_embeddings=max_position_embeddings, **fields, **sparse_fields)
+    if max_position_embeddings is not None:
+        fields["max_position_embeddings"] = max_position_embeddings
+    return SasaConfig(**fields, **sparse_fields)
 
 
 def convert_roberta_model(
-    source_model: PreTrainedModel, max_position_embeddings: int = 2050, head: str = "base", **sparse_fields
+    source_model: PreTrainedModel, max_position_embeddings: int | None = None, head: str = "base", tokenizer=None,
+    **sparse_fields
 ) -> PreTrainedModel:
-    """Build the SASA model (``head`` in :data:`HEADS`) holding ``source_model``'s weights with longer positions."""
+    """Build the SASA model (``head`` in :data:`HEADS`) holding ``source_model``'s weights with longer positions
+    (``max_position_embeddings``, default: SasaConfig's). With the source's ``tokenizer``, the input top-k source
+    matches its identifier-like tokens (:func:`~sasa.frequency.install_identifier_tokens`)."""
     if head not in HEADS:
         raise ValueError(f"head must be one of {sorted(HEADS)}, got {head!r}.")
     config = sasa_config_from(source_model.config, max_position_embeddings, **sparse_fields)
@@ -84,7 +91,7 @@ def convert_roberta_model(
         if name.startswith(source_prefix) and head != "base":
             name = target.base_model_prefix + "." + name[len(source_prefix):]
         if name.endswith("position_embeddings.weight"):
-            tensor = extend_position_embeddings(tensor, max_position_embeddings, config.pad_token_id + 1)
+            tensor = extend_position_embeddings(tensor, config.max_position_embeddings, config.pad_token_id + 1)
         state[name] = tensor
     missing, unexpected = target.load_state_dict(state, strict=False)
     # RoBERTa's non-persistent index buffers may appear; SASA's frequency table and (for MLM sources) pooler are new.
@@ -93,13 +100,15 @@ def convert_roberta_model(
     if unexpected or missing:
         raise ValueError(f"weights do not line up: missing {missing}, unexpected {unexpected}.")
     target.tie_weights()
+    if tokenizer is not None:
+        install_identifier_tokens(target, tokenizer)
     return target
 
 
 def convert_roberta_checkpoint(
     source: str | os.PathLike,
     output_dir: str | os.PathLike,
-    max_position_embeddings: int = 2050,
+    max_position_embeddings: int | None = None,
     head: str = "auto",
     **sparse_fields,
 ) -> PreTrainedModel:
@@ -109,7 +118,7 @@ def convert_roberta_checkpoint(
         source: The RoBERTa/CodeBERT checkpoint.
         output_dir: Where the SASA checkpoint (weights, config, code, and a :class:`SasaTokenizer` over the source's
             vocabulary when the source has one) is written.
-        max_position_embeddings: New position table size (2050 → 2048 usable tokens).
+        max_position_embeddings: New position table size (default: SasaConfig's, 2050 → 2048 usable tokens).
         head: ``"base"``, ``"masked-lm"``, ``"sequence-classification"``, or ``"auto"`` (masked-lm when the source
             has an MLM head, else base).
         **sparse_fields: Any :class:`SasaConfig` sparse field (``block_size``, ``window_radius``, ...).
@@ -125,13 +134,15 @@ def convert_roberta_checkpoint(
     if head not in HEADS:
         raise ValueError(f"head must be 'auto' or one of {sorted(HEADS)}, got {head!r}.")
     source_model = HEADS[head][0].from_pretrained(source, dtype=torch.float32)
-    model = convert_roberta_model(source_model, max_position_embeddings, head, **sparse_fields)
-    model.save_pretrained(output_dir)
     try:
         tokenizer = SasaTokenizer.from_pretrained(source)  # the source's BPE vocabulary, unchanged
     except (OSError, ValueError, TypeError) as error:
-        logger.warning("no tokenizer saved: could not load one from %s (%s)", source, error)
-    else:
+        logger.warning("no tokenizer saved: could not load one from %s (%s); the input top-k source matches every "
+                       "non-special token id", source, error)
+        tokenizer = None
+    model = convert_roberta_model(source_model, max_position_embeddings, head, tokenizer, **sparse_fields)
+    model.save_pretrained(output_dir)
+    if tokenizer is not None:
         tokenizer.model_max_length = model.config.max_sequence_length
         tokenizer.save_pretrained(output_dir)
     return model

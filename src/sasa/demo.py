@@ -7,11 +7,12 @@ checkpoint and shows the reloaded checkpoint at work:
    the docstring cut out of the code and its first paragraph kept as the query; split by file (:mod:`stdlib_corpus`).
 2. Tokenizer: a byte-level BPE trained on standard-library files (a stand-in for CodeBERT's vocabulary, which lives on
    the Hub), wrapped in a :class:`SasaTokenizer` that adds the code's AST links.
-3. Model: a small :class:`SasaForCodeSearch` (bi-encoder) from random weights; the untrained model's MRR on the test
-   pool is the baseline the fine-tuned one must beat.
+3. Model: a small :class:`SasaForCodeSearch` (bi-encoder) from random weights, its top-k source matching the
+   tokenizer's identifiers; the untrained model's MRR on the test pool is the baseline the fine-tuned one must beat
+   (:class:`DemoDidNotLearn` otherwise: ``sasa demo`` exits 1).
 4. Fine-tuning with ``transformers.Trainer`` (in-batch softmax over query · code), then MRR on the test pool.
 5. A checkpoint a user could push unchanged: config with ``auto_map``, code files, safetensors weights, tokenizer,
-   frequency table, and a model card (``huggingface_hub.ModelCard``). Kept after the run.
+   and a model card (``huggingface_hub.ModelCard``). Kept after the run.
 6. Reload in a fresh Python in which ``import sasa`` fails (remote code, offline), check the vectors are identical,
    and print the top-3 functions the reloaded model retrieves for a few test queries.
 """
@@ -39,6 +40,7 @@ from transformers.utils import logging as hf_logging
 
 from .configuration_sasa import SasaConfig
 from .data_collator import SasaDataCollator
+from .frequency import install_identifier_tokens
 from .model_card import write_model_card
 from .modeling_sasa import SasaForCodeSearch
 from .retrieval import encode_texts, retrieval_mrr
@@ -107,6 +109,10 @@ def pool_mrr(model: SasaForCodeSearch, tokenizer: SasaTokenizer, test: list[Func
     code = encode_texts(model, tokenizer, [f.code for f in test], "python", MAX_CODE_TOKENS)
     queries = encode_texts(model, tokenizer, [f.docstring for f in test], None, MAX_QUERY_TOKENS)
     return retrieval_mrr(queries, code), code
+
+
+class DemoDidNotLearn(RuntimeError):
+    """Fine-tuning did not beat the untrained model: the main job failed (``sasa demo`` exits 1)."""
 
 
 class _PrintLoss(TrainerCallback):
@@ -192,9 +198,11 @@ def run_demo(output_dir: str = "out/sasa-code-search-demo", max_steps: int = 300
 
     config = SasaConfig(vocab_size=len(tokenizer), **DEMO_MODEL)
     model = SasaForCodeSearch(config)
+    install_identifier_tokens(model, tokenizer)
     print(f"model: SasaForCodeSearch from random weights ({config.pooling} pooling), hidden {config.hidden_size}, "
-          f"{config.num_hidden_layers} layers, blocks of {config.block_size} (window radius {config.window_radius}, {config.num_global_blocks} "
-          f"global, {config.num_ast_blocks} AST blocks per query block, AST links from tree-sitter)")
+          f"{config.num_hidden_layers} layers, blocks of {config.block_size} (window radius {config.window_radius}, "
+          f"{config.num_global_blocks} global, {config.num_topk_blocks} top-k block from the identifiers blocks share "
+          f"and {config.num_ast_blocks} AST blocks per query block, AST links from tree-sitter)")
     baseline, _ = pool_mrr(model, tokenizer, test)
     chance = sum(1 / rank for rank in range(1, len(test) + 1)) / len(test)
     print(f"baseline: the untrained model's MRR on the {len(test)}-function test pool: {baseline:.3f} "
@@ -217,8 +225,10 @@ def run_demo(output_dir: str = "out/sasa-code-search-demo", max_steps: int = 300
         hf_logging.set_verbosity_warning()
     model = trainer.model.eval()
     mrr, code_vectors = pool_mrr(model, tokenizer, test)
-    verdict = "beats" if mrr > baseline else "DOES NOT beat"
-    print(f"result: test-pool MRR {mrr:.3f} after fine-tuning, {verdict} the untrained baseline {baseline:.3f}")
+    if not mrr > baseline:
+        raise DemoDidNotLearn(f"result: test-pool MRR {mrr:.3f} after fine-tuning does NOT beat the untrained "
+                              f"baseline {baseline:.3f}: the model did not learn (no checkpoint saved)")
+    print(f"result: test-pool MRR {mrr:.3f} after fine-tuning, beats the untrained baseline {baseline:.3f}")
 
     os.makedirs(output_dir, exist_ok=True)
     with quiet_checkpoint_io():

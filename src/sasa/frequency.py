@@ -223,6 +223,18 @@ def identifier_vocabulary(tokenizer) -> torch.Tensor:
     return flags
 
 
+def install_identifier_tokens(model, tokenizer) -> torch.Tensor:
+    """Make ``model``'s input top-k source (``config.topk_source="input"``, the default) match only the tokenizer's
+    identifier-like ids (:func:`identifier_vocabulary`), not punctuation, whitespace or numbers. Returns the
+    ``[vocab_size]`` bool flags it installed (ids beyond the tokenizer's are not matched)."""
+    flags = identifier_vocabulary(tokenizer)
+    matchable = torch.zeros(model.config.vocab_size, dtype=torch.bool)
+    count = min(len(flags), matchable.shape[0])
+    matchable[:count] = flags[:count]
+    model.base_model.set_matchable_tokens(matchable)
+    return matchable
+
+
 def identifier_frequency_table(
     texts: Iterable[str],
     tokenizer,

@@ -103,7 +103,8 @@ def write_model_card(
                               tags=["sasa", "code", "sparse-attention", task, language], metrics=list(metrics),
                               model_name=repo_id, eval_results=results)
     table = "| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items())
-    topk_note = "" if config.frequency_partners else " (no top-k frequency table installed: top-k blocks unused)"
+    topk_note = (" (top-k blocks from a frequency table)" if config.topk_source == "table" else
+                 " (top-k blocks: the far blocks sharing the query block's rarer identifiers)")
     card = ModelCard.from_template(
         card_data, template_str=TEMPLATE, model_name=repo_id, task=task.replace("-", " "),
         data_description=data_description, results_table=table, config=config, topk_note=topk_note,

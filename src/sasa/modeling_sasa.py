@@ -28,9 +28,15 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
-from .block_layout import BlockLayout, ast_block_scores, build_layout, frequency_block_scores
+from .block_layout import (
+    BlockLayout,
+    ast_block_scores,
+    build_layout,
+    frequency_block_scores,
+    shared_token_block_scores,
+)
 from .configuration_sasa import SasaConfig
 from .sparse_attention import (
     DEFAULT_BACKEND,
@@ -39,6 +45,8 @@ from .sparse_attention import (
     prepare_attention_mask,
     sasa_blocks_attention_forward,
 )
+
+logger = logging.get_logger(__name__)
 
 
 class SasaEmbeddings(nn.Module):
@@ -214,10 +222,18 @@ class SasaPooler(nn.Module):
 
 
 class SasaFrequencyTable(nn.Module):
-    """The top-k attention-frequency table: for each vocabulary id its ``m`` strongest partners and their weights.
+    """Where the top-k blocks come from (``config.topk_source``).
 
-    Stored as persistent buffers, so a checkpoint carries its own table. ``m = config.frequency_partners``; with
-    ``m = 0`` the table is empty and the layout has no top-k blocks.
+    * ``"input"`` (the default): the input itself. Blocks score by the tokens they share, each shared token weighing
+      ``1 / (its occurrences in the input)`` (:func:`~block_layout.shared_token_block_scores`), among the ids marked in
+      ``matchable_tokens [V]`` (bool): every id but the special ones by default, the tokenizer's identifier-like
+      pieces once :meth:`SasaModel.set_matchable_tokens` ran (``sasa convert``, ``sasa demo`` and the example scripts'
+      ``--from_scratch`` do it). Nothing else is needed: no teacher, no corpus.
+    * ``"table"``: a top-k frequency table, for each vocabulary id its ``m = config.frequency_partners`` strongest
+      partners ``partner_ids [V, m]`` and their ``partner_weights [V, m]`` (``sasa topk``; installed with
+      :meth:`SasaModel.set_frequency_table`, which selects this source).
+
+    All three are persistent buffers, so a checkpoint carries its own top-k source.
     """
 
     def __init__(self, config: SasaConfig):
@@ -225,6 +241,7 @@ class SasaFrequencyTable(nn.Module):
         shape = (config.vocab_size, config.frequency_partners)
         self.register_buffer("partner_ids", torch.zeros(shape, dtype=torch.long))
         self.register_buffer("partner_weights", torch.zeros(shape))
+        self.register_buffer("matchable_tokens", default_matchable_tokens(config))
 
     @property
     def is_empty(self) -> bool:
@@ -232,9 +249,56 @@ class SasaFrequencyTable(nn.Module):
         ``torch.compile`` traces the layout without a graph break (an all-zero table selects no blocks anyway)."""
         return self.partner_ids.shape[-1] == 0
 
-    def block_scores(self, input_ids: torch.Tensor, block_size: int) -> torch.Tensor:
-        """``[B, L]`` ids → ``[B, n, n]`` top-k frequency block scores."""
-        return frequency_block_scores(input_ids, self.partner_ids, self.partner_weights, block_size)
+    def block_scores(self, input_ids: torch.Tensor | None, token_valid: torch.Tensor, config: SasaConfig
+                     ) -> torch.Tensor | None:
+        """``[B, L]`` ids → ``[B, n, n]`` top-k block scores from ``config.topk_source``; ``None`` (with a warning,
+        once) when that source cannot fill the top-k budget."""
+        if config.topk_source == "table":
+            if self.is_empty:
+                _warn_once("config.num_topk_blocks=%d with topk_source='table', but no frequency table is installed: "
+                           "the layout has no top-k blocks. Install one (sasa topk, SasaModel.set_frequency_table) or "
+                           "set topk_source='input'.", config.num_topk_blocks)
+                return None
+            if input_ids is None:
+                _warn_once("top-k blocks need input_ids (the frequency table is indexed by token id); with "
+                           "inputs_embeds alone the layout has no top-k blocks.")
+                return None
+            return frequency_block_scores(input_ids, self.partner_ids, self.partner_weights, config.block_size)
+        if input_ids is None:
+            _warn_once("top-k blocks need input_ids (blocks are matched by the tokens they share); with inputs_embeds "
+                       "alone the layout has no top-k blocks.")
+            return None
+        return shared_token_block_scores(input_ids, self.matchable_tokens, config.block_size, token_valid)
+
+    def resize(self, vocab_size: int) -> None:
+        """Follow a resized vocabulary: new ids get no partners and are matchable; dropped ids are cut off."""
+        old = self.matchable_tokens.shape[0]
+        keep = min(old, vocab_size)
+        grown = vocab_size - keep
+        ids, weights = self.partner_ids[:keep], self.partner_weights[:keep]
+        matchable = self.matchable_tokens[:keep]
+        if grown:
+            new_ids = torch.arange(keep, vocab_size, device=ids.device)[:, None].expand(-1, ids.shape[1])
+            ids = torch.cat([ids, new_ids])
+            weights = torch.cat([weights, weights.new_zeros(grown, weights.shape[1])])
+            matchable = torch.cat([matchable, matchable.new_ones(grown)])
+        self.partner_ids, self.partner_weights, self.matchable_tokens = ids, weights, matchable
+
+
+def default_matchable_tokens(config: SasaConfig) -> torch.Tensor:
+    """``[V]`` bool: every id but the special ones (padding, ``<s>``, ``</s>``) may be matched by the input top-k
+    source, until the tokenizer's identifier-like ids are installed (:meth:`SasaModel.set_matchable_tokens`)."""
+    matchable = torch.ones(config.vocab_size, dtype=torch.bool)
+    for special in (config.pad_token_id, config.bos_token_id, config.eos_token_id):
+        if special is not None and 0 <= special < config.vocab_size:
+            matchable[special] = False
+    return matchable
+
+
+def _warn_once(message: str, *args) -> None:
+    """``logger.warning_once`` outside ``torch.compile`` (a log call inside a traced graph would break it)."""
+    if not torch.compiler.is_compiling():
+        logger.warning_once(message, *args)
 
 
 class SasaPreTrainedModel(PreTrainedModel):
@@ -257,6 +321,13 @@ class SasaPreTrainedModel(PreTrainedModel):
             )
         return super().get_correct_attn_implementation(requested, is_init_check)
 
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
+                                mean_resizing: bool = True) -> nn.Embedding:
+        """As transformers', and the top-k source follows: new ids get no table partners and are matchable."""
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        self.base_model.frequency_table.resize(embeddings.num_embeddings)
+        return embeddings
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -265,6 +336,7 @@ class SasaPreTrainedModel(PreTrainedModel):
         elif isinstance(module, SasaFrequencyTable):
             init.zeros_(module.partner_ids)
             init.zeros_(module.partner_weights)
+            init.copy_(module.matchable_tokens, default_matchable_tokens(self.config))
         elif isinstance(module, nn.MultiheadAttention):  # the summary decoder's attention (not nn.Linear weights)
             init.normal_(module.in_proj_weight, mean=0.0, std=self.config.initializer_range)
             init.zeros_(module.in_proj_bias)
@@ -274,11 +346,13 @@ class SasaModel(SasaPreTrainedModel):
     """The SASA encoder. Inputs of any length up to ``config.max_sequence_length`` are padded to a multiple of
     ``config.block_size`` inside ``forward`` and the outputs cut back, so callers never see the block padding."""
 
-    def __init__(self, config: SasaConfig, add_pooling_layer: bool = True):
+    def __init__(self, config: SasaConfig, add_pooling_layer: bool | None = None):
         super().__init__(config)
         self.embeddings = SasaEmbeddings(config)
         self.frequency_table = SasaFrequencyTable(config)
         self.encoder = SasaEncoder(config)
+        if add_pooling_layer is None:
+            add_pooling_layer = config.add_pooling_layer
         self.pooler = SasaPooler(config) if add_pooling_layer else None
         self.post_init()
 
@@ -289,7 +363,8 @@ class SasaModel(SasaPreTrainedModel):
         self.embeddings.word_embeddings = value
 
     def set_frequency_table(self, partner_ids: torch.Tensor, partner_weights: torch.Tensor) -> None:
-        """Install a top-k frequency table (``[V, m]`` ids and weights); sets ``config.frequency_partners = m``."""
+        """Install a top-k frequency table (``[V, m]`` ids and weights) and score top-k blocks with it: sets
+        ``config.frequency_partners = m`` and ``config.topk_source = "table"``."""
         vocab = self.config.vocab_size
         if partner_ids.shape != partner_weights.shape or partner_ids.dim() != 2 or partner_ids.shape[0] != vocab:
             raise ValueError(
@@ -302,36 +377,50 @@ class SasaModel(SasaPreTrainedModel):
         self.frequency_table.partner_ids = partner_ids.to(device=device, dtype=torch.long)
         self.frequency_table.partner_weights = partner_weights.to(device=device, dtype=torch.float32)
         self.config.frequency_partners = partner_ids.shape[1]
+        self.config.topk_source = "table"
 
-    def build_layout(
+    def set_matchable_tokens(self, matchable: torch.Tensor) -> None:
+        """Restrict the input top-k source (``config.topk_source="input"``) to these ids: ``[vocab_size]`` bool, e.g.
+        the tokenizer's identifier-like pieces (``sasa.frequency.identifier_vocabulary(tokenizer)``)."""
+        vocab = self.config.vocab_size
+        if matchable.dim() != 1 or matchable.shape[0] != vocab:
+            raise ValueError(f"matchable tokens must be one [vocab_size={vocab}] tensor, got {tuple(matchable.shape)}.")
+        if matchable.dtype != torch.bool and not bool(((matchable == 0) | (matchable == 1)).all()):
+            raise ValueError("matchable tokens must be bool (or 0/1) flags, one per vocabulary id.")
+        device = self.frequency_table.matchable_tokens.device
+        self.frequency_table.matchable_tokens = matchable.to(device=device, dtype=torch.bool)
+
+    def _padded_layout(
         self,
         attention_mask: torch.Tensor,
         input_ids: torch.Tensor | None = None,
         ast_links: torch.Tensor | None = None,
     ) -> BlockLayout:
-        """The block layout of a batch already padded to a multiple of ``block_size`` (shared by all layers)."""
+        """The block layout of a batch already padded to a multiple of ``block_size`` (shared by all layers). Built in
+        fp32 whatever autocast is on, so training in bf16 and evaluating in fp32 choose the same blocks."""
         config = self.config
-        topk_scores = None
-        if input_ids is not None and config.num_topk_blocks and not self.frequency_table.is_empty:
-            topk_scores = self.frequency_table.block_scores(input_ids, config.block_size)
-        ast_scores = None
-        if ast_links is not None and config.num_ast_blocks:
-            ast_scores = ast_block_scores(ast_links, config.block_size, config.ast_reverse_weight)
-        generator = None
-        if config.num_random_blocks and not self.training:  # deterministic inference; fresh blocks each training step
-            generator = torch.Generator(device=attention_mask.device).manual_seed(config.random_seed)
-        return build_layout(
-            attention_mask,
-            block_size=config.block_size,
-            window_radius=config.window_radius,
-            num_global_blocks=config.num_global_blocks,
-            num_topk_blocks=config.num_topk_blocks,
-            num_ast_blocks=config.num_ast_blocks,
-            num_random_blocks=config.num_random_blocks,
-            topk_scores=topk_scores,
-            ast_scores=ast_scores,
-            generator=generator,
-        )
+        with torch.autocast(attention_mask.device.type, enabled=False):
+            topk_scores = None
+            if config.num_topk_blocks:
+                topk_scores = self.frequency_table.block_scores(input_ids, attention_mask.bool(), config)
+            ast_scores = None
+            if ast_links is not None and config.num_ast_blocks:
+                ast_scores = ast_block_scores(ast_links, config.block_size, config.ast_reverse_weight)
+            generator = None
+            if config.num_random_blocks and not self.training:  # deterministic inference; fresh blocks each step
+                generator = torch.Generator(device=attention_mask.device).manual_seed(config.random_seed)
+            return build_layout(
+                attention_mask,
+                block_size=config.block_size,
+                window_radius=config.window_radius,
+                num_global_blocks=config.num_global_blocks,
+                num_topk_blocks=config.num_topk_blocks,
+                num_ast_blocks=config.num_ast_blocks,
+                num_random_blocks=config.num_random_blocks,
+                topk_scores=topk_scores,
+                ast_scores=ast_scores,
+                generator=generator,
+            )
 
     def forward(
         self,
@@ -393,7 +482,7 @@ class SasaModel(SasaPreTrainedModel):
             input_ids, inputs_embeds, attention_mask, token_type_ids, position_ids, ast_links
         )
         hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
-        layout = self.build_layout(attention_mask, input_ids, ast_links)
+        layout = self._padded_layout(attention_mask, input_ids, ast_links)
         # Only FlexAttention cares (no CPU backward): skip the parameter scan for every other backend.
         needs_grad = (config._attn_implementation == "flex_attention" and torch.is_grad_enabled()
                       and any(p.requires_grad for p in self.parameters()))
@@ -445,7 +534,7 @@ class SasaModel(SasaPreTrainedModel):
         input_ids, _, attention_mask, _, _, ast_links = self._pad_to_blocks(
             input_ids, None, attention_mask, None, None, ast_links
         )
-        return self.build_layout(attention_mask, input_ids, ast_links)
+        return self._padded_layout(attention_mask, input_ids, ast_links)
 
 
 def _require(condition: torch.Tensor, message: str | Callable[[], str]) -> None:
@@ -503,6 +592,13 @@ def _head_output(output_class, loss, logits, encoder_outputs: BaseModelOutputWit
     return output if return_dict else output.to_tuple()
 
 
+def _encoder_of_head(config: SasaConfig) -> SasaModel:
+    """The encoder of a head model, without RoBERTa's pooler (no head reads it). ``config.add_pooling_layer`` is set to
+    False, so the saved checkpoint says so and ``AutoModel`` loads its encoder without inventing a pooler."""
+    config.add_pooling_layer = False
+    return SasaModel(config)
+
+
 class SasaLMHead(nn.Module):
     """RoBERTa's masked-LM head: dense → gelu → LayerNorm → decoder (tied to the word embeddings)."""
 
@@ -525,7 +621,7 @@ class SasaForMaskedLM(SasaPreTrainedModel):
 
     def __init__(self, config: SasaConfig):
         super().__init__(config)
-        self.sasa = SasaModel(config, add_pooling_layer=False)
+        self.sasa = _encoder_of_head(config)
         self.lm_head = SasaLMHead(config)
         self.post_init()
 
@@ -608,7 +704,7 @@ class SasaForSequenceClassification(SasaPreTrainedModel):
     def __init__(self, config: SasaConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.sasa = SasaModel(config, add_pooling_layer=False)
+        self.sasa = _encoder_of_head(config)
         self.classifier = SasaClassificationHead(config)
         self.post_init()
 
@@ -697,7 +793,7 @@ class SasaForCodeSearch(SasaPreTrainedModel):
         super().__init__(config)
         if config.pooling not in ("mean", "cls"):
             raise ValueError(f"SasaConfig.pooling must be 'mean' or 'cls', got {config.pooling!r}.")
-        self.sasa = SasaModel(config, add_pooling_layer=False)
+        self.sasa = _encoder_of_head(config)
         self.post_init()
 
     def encode(
@@ -745,9 +841,7 @@ class SasaForCodeSearch(SasaPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-SasaModel.register_for_auto_class("AutoModel")
-SasaForMaskedLM.register_for_auto_class("AutoModelForMaskedLM")
-SasaForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+
 class SasaDecoderLayer(GradientCheckpointingLayer):
     """One layer of the summary decoder, as ``nn.TransformerDecoderLayer`` (post-norm): causal self-attention over the
     summary so far, attention to the encoder's states of the code, feed-forward."""
@@ -808,7 +902,7 @@ class SasaForCodeSummarization(SasaPreTrainedModel, GenerationMixin):
         if getattr(config, "decoder_start_token_id", None) is None:
             config.decoder_start_token_id = config.bos_token_id
         super().__init__(config)
-        self.sasa = SasaModel(config, add_pooling_layer=False)
+        self.sasa = _encoder_of_head(config)
         self.decoder_layers = nn.ModuleList([SasaDecoderLayer(config) for _ in range(config.num_decoder_layers)])
         self.lm_head = SasaSummaryHead(config)
         self.post_init()
@@ -886,8 +980,11 @@ class SasaForCodeSummarization(SasaPreTrainedModel, GenerationMixin):
         return shifted
 
 
-# A code-search checkpoint loads its bi-encoder with AutoModelForTextEncoding, while its AutoModel stays the plain
-# encoder (pooled as config.pooling, it gives encode()'s vectors: sentence-transformers and other AutoModel users get
-# the same embeddings).
+# One registration per Auto class. A code-search checkpoint loads its bi-encoder with AutoModelForTextEncoding, while
+# its AutoModel stays the plain encoder (pooled as config.pooling, it gives encode()'s vectors: sentence-transformers
+# and other AutoModel users get the same embeddings).
+SasaModel.register_for_auto_class("AutoModel")
+SasaForMaskedLM.register_for_auto_class("AutoModelForMaskedLM")
+SasaForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 SasaForCodeSearch.register_for_auto_class("AutoModelForTextEncoding")
 SasaForCodeSummarization.register_for_auto_class("AutoModelForSeq2SeqLM")

@@ -7,10 +7,11 @@ is ``torch.cuda.max_memory_allocated`` above the memory held before the run.
 Run as ``python -m sasa.profiling '<json spec>'``; prints one JSON line. Spec fields: ``model`` (``"sasa"``,
 ``"roberta"``, ``"bigbird"``, ``"longformer"``, or ``"attention"`` for the attention function alone), ``backend``
 (attention implementation; ``"dense_sdpa"`` for full attention in the attention-only case), ``length``, ``mode``
-(``"infer"`` or ``"train"``), ``repeats``, ``size`` (``"small"`` or ``"base"``), ``layout`` (SASA sparse fields over
-:data:`DEFAULT_LAYOUT`), ``frequency_partners`` and ``ast_links_per_token`` (a random frequency table and random AST
-links, so the top-k and AST budgets are spent as on real code), ``compile`` (wrap the model in ``torch.compile``),
-``device``.
+(``"infer"`` or ``"train"``), ``repeats``, ``size`` (``"small"`` or ``"base"``), ``layout`` (overrides of SASA's
+layout fields, ``configuration_sasa.LAYOUT_FIELDS``; default: the config's default layout, built by the model's own
+code), ``ast_links_per_token`` (random AST links, so the AST budget is spent as on real code), ``compile`` (wrap the
+model in ``torch.compile``), ``device``. Token ids are drawn from a working set of :data:`WORKING_SET` ids, so tokens
+recur as names do in code and the default (input) top-k source finds blocks to choose.
 """
 
 from __future__ import annotations
@@ -25,9 +26,8 @@ import time
 SMALL = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024)
 BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
 SIZES = {"small": SMALL, "base": BASE}
-#: The SASA layout the benchmarks measure: the paper's default (block 32, window radius 1, 1 global block) with
-#: 3 top-k and 3 AST blocks, fed by a random frequency table and random AST links so every budget is spent.
-DEFAULT_LAYOUT = dict(block_size=32, window_radius=1, num_global_blocks=1, num_topk_blocks=3, num_ast_blocks=3)
+#: Random inputs draw their ids from this many distinct ids (code reuses its names; every model gets the same ids).
+WORKING_SET = 1000
 
 
 def _rss_field(name: str) -> int:
@@ -69,16 +69,8 @@ def build_model(spec: dict):
         config = LongformerConfig(max_position_embeddings=length + 2, attention_window=spec.get("window", 512),
                                   **common)
         return LongformerModel(config)
-    config = SasaConfig(max_position_embeddings=length + 2, **dict(DEFAULT_LAYOUT, **spec.get("layout", {})),
-                        **common)
-    model = SasaModel._from_config(config, attn_implementation=spec.get("backend", "sasa_blocks"))
-    partners = spec.get("frequency_partners", 0)
-    if partners:
-        generator = torch.Generator().manual_seed(2)
-        vocab = config.vocab_size
-        model.set_frequency_table(torch.randint(3, vocab, (vocab, partners), generator=generator),
-                                  torch.rand(vocab, partners, generator=generator))
-    return model
+    config = SasaConfig(max_position_embeddings=length + 2, **spec.get("layout", {}), **common)
+    return SasaModel._from_config(config, attn_implementation=spec.get("backend", "sasa_blocks"))
 
 
 def _model_inputs(spec: dict, model, device) -> dict:
@@ -86,7 +78,7 @@ def _model_inputs(spec: dict, model, device) -> dict:
 
     generator = torch.Generator().manual_seed(1)
     shape = (spec.get("batch", 1), spec["length"])
-    input_ids = torch.randint(3, model.config.vocab_size, shape, generator=generator)
+    input_ids = torch.randint(3, min(model.config.vocab_size, 3 + WORKING_SET), shape, generator=generator)
     input_ids[:, 0] = 0
     inputs = dict(input_ids=input_ids)
     if spec.get("ast_links_per_token") and spec["model"] == "sasa":
@@ -103,21 +95,19 @@ def _attention_case(spec: dict, device):
     import torch
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    from .block_layout import build_layout
     from .sparse_attention import eager_attention_forward, prepare_attention_mask
 
     heads, head_dim, length = spec.get("heads", 12), spec.get("head_dim", 64), spec["length"]
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, length, heads, head_dim, generator=generator).transpose(1, 2).to(device)
                for _ in range(3))
-    layout_fields = dict(DEFAULT_LAYOUT, **spec.get("layout", {}))
-    size = layout_fields["block_size"]
-    n = length // size
-    layout = build_layout(torch.ones(1, length, dtype=torch.bool, device=device), size,
-                          layout_fields["window_radius"], layout_fields["num_global_blocks"],
-                          layout_fields["num_topk_blocks"], layout_fields["num_ast_blocks"], 0,
-                          torch.rand(1, n, n, generator=generator).to(device),
-                          torch.rand(1, n, n, generator=generator).to(device))
+    # The layout of the default model (or spec["layout"]) for random code-like inputs, built by the model's code.
+    layout_model = build_model(dict(spec, model="sasa", size_fields=dict(
+        hidden_size=heads, num_hidden_layers=1, num_attention_heads=1, intermediate_size=1))).to(device)
+    inputs = _model_inputs(dict(spec, model="sasa", ast_links_per_token=spec.get("ast_links_per_token", 2)),
+                           layout_model, device)
+    layout = layout_model.layout(inputs["input_ids"], ast_links=inputs.get("ast_links"))
+    size = layout.block_size
     backend = spec.get("backend", "sasa_blocks")
     computed = layout.block_mask.sum().item() * size * size if backend != "dense_sdpa" else length * length
     flops = 4 * computed * heads * head_dim  # QK^T and PV, 2 flops per multiply-add
