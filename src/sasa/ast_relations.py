@@ -48,7 +48,7 @@ tokenizer's default):
     JavaScript: of ``this.field``), else of a method with that name; the first such declaration in the source
     counts, and a type or member the source does not declare falls back to the variable rule. Where ``dataflow``
     follows a value step by step (mostly to nearby code), ``declaration`` jumps to where the name was introduced:
-    the far link, measured in ``benchmarks/layout_quality.py``.
+    the far link.
 ``exit``
     the tokens of a ``return``/``yield``/``throw``/``raise`` statement → the first token of the function, method or
     lambda it leaves; of a ``break`` → the innermost enclosing loop or ``switch``/``select`` (Ruby: also a block);

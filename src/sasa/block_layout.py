@@ -83,13 +83,9 @@ def ast_block_scores(ast_links: torch.Tensor, block_size: int, reverse_weight: f
     A link points from a token to what it depends on (a variable use to its declaration, a call to the definition, a
     closing bracket to the construct's head). A query block needs the blocks it depends on (uses → declaration) and,
     less often, the blocks that depend on it (a declaration → its far uses: a masked or renamed declaration is
-    recovered from them). Measured by ``benchmarks/layout_quality.py`` (standard-library code, block 32, window
-    radius 1, 1 global block, 2 AST blocks): forward links alone reach the most declarations from their uses (far
-    data flow 0.75) but almost none of the uses from their declaration (0.004); a reverse weight of 0.25 (forward
-    links win ties) keeps the forward reach (0.74) and adds the backward one (0.32), and in the masked-LM probe of
-    ``benchmarks/mlm_probe.py`` its layout holds a copy of half of the far masked identifiers instead of a third
-    (the README's layout-quality section has the tables). Per-relation normalised votes or a budget shared by turns
-    between relations do no better than plain counts.
+    recovered from them). Forward links alone never give a declaration's block its far uses; counting reverse links
+    at a fraction of a forward one does, while forward links still win ties (``docs/layout-quality.md`` measures the
+    weights).
 
     Args:
         ast_links: ``[B, L]`` or ``[B, L, R]`` long; ``ast_links[b, p, r]`` is the index of a token that token ``p`` is
@@ -149,8 +145,8 @@ def shared_token_block_scores(
     whole input, and ``m(v)`` is 1 for ids that may be matched and 0 for
     the rest (a model's ``matchable_tokens``: identifier-like pieces, or every id but the special ones). A name used twice, once in each block, adds 1/2; ``self`` used 60 times adds 1/60 per pair of uses. A
     query block is so pointed at the far blocks that use (or define) its rarer names, the data-flow partners a
-    teacher's attention finds, with nothing to install: no teacher, no corpus (``benchmarks/layout_quality.py``
-    compares it with frequency tables).
+    teacher's attention finds, with nothing to install: no teacher, no corpus (``docs/layout-quality.md`` compares
+    it with frequency tables).
 
     Args:
         input_ids: ``[B, L]`` long, ``L`` a multiple of ``block_size``.

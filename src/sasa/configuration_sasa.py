@@ -15,6 +15,7 @@ SASA_AUTO_MAP = {
     "AutoModelForMaskedLM": "modeling_sasa.SasaForMaskedLM",
     "AutoModelForSequenceClassification": "modeling_sasa.SasaForSequenceClassification",
     "AutoModelForSeq2SeqLM": "modeling_sasa.SasaForCodeSummarization",
+    "AutoModelForTextEncoding": "modeling_sasa.SasaForCodeSearch",
 }
 
 #: Where top-k blocks come from: the input itself (shared tokens, rare ones first) or an installed frequency table.

@@ -202,9 +202,8 @@ def compute_frequency_table(
 
 #: A vocabulary entry that is (part of) an identifier: letters, digits, ``_`` (and ``$``/``@`` sigils), with a letter.
 IDENTIFIER_PIECE = re.compile(r"[$@]{0,2}[A-Za-z_][A-Za-z0-9_]*|[0-9]+[A-Za-z_][A-Za-z0-9_]*")
-#: Default power of the inverse document frequency in :func:`identifier_frequency_table`. Chosen by
-#: ``benchmarks/layout_quality.py``: powers 1–4 reach within 0.02 of each other (far data flow), 1 the highest, on
-#: standard-library functions and on C/C++/JavaScript/PHP files alike.
+#: Default power of the inverse document frequency in :func:`identifier_frequency_table` (chosen by
+#: ``benchmarks/layout_quality.py``).
 IDENTIFIER_IDF_POWER = 1.0
 
 
