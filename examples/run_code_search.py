@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 
 import datasets
 import numpy as np
-import torch
 from transformers import Trainer
 from transformers.trainer_utils import PredictionOutput, speed_metrics
 
@@ -69,17 +68,13 @@ class CodeSearchTrainer(Trainer):
         metrics = {f"{metric_key_prefix}_mrr": mrr, **speed_metrics(metric_key_prefix, start, len(queries))}
         return PredictionOutput(predictions=None, label_ids=None, metrics=metrics)
 
-    @torch.no_grad()
     def embed(self, dataset: datasets.Dataset) -> tuple[np.ndarray, np.ndarray]:
-        """``[N, H]`` code vectors and ``[N, H]`` query vectors of ``dataset``, in order, from every process."""
-        self.model.eval()
-        code, queries = [], []
-        for batch in self.get_eval_dataloader(dataset):
-            output = self.model(**self._prepare_inputs(batch), return_loss=False)
-            gathered = self.accelerator.gather_for_metrics((output.code_embeds, output.query_embeds))
-            code.append(gathered[0].float().cpu())
-            queries.append(gathered[1].float().cpu())
-        return torch.cat(code).numpy(), torch.cat(queries).numpy()
+        """``[N, H]`` code vectors and ``[N, H]`` query vectors of ``dataset``, in order, gathered from every process:
+        the model's own ``encode_batches`` over the eval dataloader, once for the code, once for the queries."""
+        batches, gather = self.get_eval_dataloader(dataset), self.accelerator.gather_for_metrics
+        code = self.model.encode_batches(batches, gather=gather)
+        queries = self.model.encode_batches(batches, prefix="query_", gather=gather)
+        return code.numpy(), queries.numpy()
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
