@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import datasets
+import numpy as np
 import transformers
 from transformers import (
     AutoConfig,
@@ -334,10 +335,54 @@ def keep_long_examples(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizer
 def tokenize_splits(splits: dict[str, datasets.Dataset], tokenize: Callable[[dict[str, list]], dict[str, list]],
                     data_args: DataArguments, description: str) -> dict[str, datasets.Dataset]:
     """Every split mapped through the task's ``tokenize`` (batched, ``--preprocessing_num_workers`` processes,
-    cached by ``datasets``), its raw columns dropped: the model's inputs and labels only."""
+    cached by ``datasets``), its raw columns dropped: the model's inputs and labels only.
+
+    The AST links are stored compactly (:func:`compact_features`): ``int16`` (for ``--max_source_length`` up to
+    32,768 tokens) in a fixed-size list per token, where ``datasets`` would store nested lists of ``int64``. They
+    read back as the same Python ints, so the collator's tensors are unchanged.
+    """
     return {split: dataset.map(tokenize, batched=True, num_proc=data_args.preprocessing_num_workers,
-                               remove_columns=dataset.column_names, desc=f"{description}: {split} split")
+                               remove_columns=dataset.column_names, desc=f"{description}: {split} split",
+                               features=compact_features(tokenize, dataset, data_args.max_source_length))
             for split, dataset in splits.items()}
+
+
+def link_dtype(max_length: int) -> str:
+    """The smallest integer type that holds every AST link of sequences of up to ``max_length`` tokens (a token
+    index, or -1 for none): ``"int16"`` up to 32,768 tokens, ``"int32"`` beyond."""
+    return "int16" if max_length - 1 <= np.iinfo(np.int16).max else "int32"
+
+
+def compact_features(tokenize: Callable[[dict[str, list]], dict[str, list]], dataset: datasets.Dataset,
+                     max_length: int) -> datasets.Features | None:
+    """The ``features`` for ``dataset.map(tokenize)`` that store every ``*ast_links`` column (code: ``[L][R]``,
+    clone pairs: ``[2][L][R]``) compactly: :func:`link_dtype` integers instead of ``int64``, and each token's ``R``
+    links as a fixed-size list (Arrow keeps no 4-byte offset per token). 2R bytes per token instead of 8R + 4.
+
+    The other columns keep the types ``datasets`` infers; both are read from ``tokenize`` on the first example
+    (``R``: the tokenizer's relations, the same for every token). ``None`` for an empty dataset (nothing to map). A
+    link or a row that does not fit is an error of the map, never a silent overflow.
+    """
+    if len(dataset) == 0:
+        return None
+    probe = tokenize(dataset[:1])
+    features = datasets.Dataset.from_dict(probe).features
+    for name, feature in features.items():
+        if name.endswith("ast_links"):
+            links = probe[name][0]
+            while links and isinstance(links[0][0], (list, tuple)):  # a pair: [2][L][R] -> its first [L][R]
+                links = links[0]
+            features[name] = _links_feature(feature, link_dtype(max_length), relations=len(links[0]))
+    return features
+
+
+def _links_feature(feature, dtype: str, relations: int):
+    """``feature``, nested ``List``s of integers, with ``dtype`` integers in a fixed-size innermost list."""
+    if not isinstance(feature, datasets.List) or not isinstance(feature.feature, (datasets.List, datasets.Value)):
+        raise ValueError(f"expected AST links as nested lists of integers, got the feature {feature!r}.")
+    if isinstance(feature.feature, datasets.Value):
+        return datasets.List(datasets.Value(dtype), length=relations)
+    return datasets.List(_links_feature(feature.feature, dtype, relations), length=feature.length)
 
 
 # --- 5. model -------------------------------------------------------------------------------------------------------
