@@ -78,6 +78,12 @@ def prepare(batch: dict[str, list], language: str | None) -> dict[str, list]:
     return {"code": code, "text": [" ".join(tokens) for tokens in batch["docstring_tokens"]], "language": languages}
 
 
+def only_language(splits: dict[str, datasets.Dataset]) -> str | None:
+    """The one language of every example of ``splits`` (canonical name), or ``None`` when they have several."""
+    languages = set().union(*(dataset.unique("language") for dataset in splits.values()))
+    return languages.pop() if len(languages) == 1 else None
+
+
 def load_splits(data_args: DataArguments, training_args: TrainingArguments,
                 tokenizer: PreTrainedTokenizerBase) -> dict[str, datasets.Dataset]:
     """The splits this run needs (:func:`common.select_splits`: ``train`` for ``--do_train``, ``validation`` for

@@ -5,8 +5,10 @@ to one vector each (``config.pooling``); training is CodeXGLUE's in-batch softma
 against the code of the *whole* eval split (not the batch), as CodeXGLUE's MRR does; ``--load_best_model_at_end``
 keeps the best-MRR checkpoint (``--metric_for_best_model`` defaults to ``mrr``). The output directory is a retrieval
 model on its own: ``AutoModelForTextEncoding`` (``trust_remote_code=True``) loads the bi-encoder (``encode()``),
-``AutoModel`` the plain encoder, whose states pooled as ``config.pooling`` are ``encode()``'s vectors
-(sentence-transformers: ``Transformer`` + ``Pooling``; the tokenizer needs ``language=`` for code, none for queries).
+``AutoModel`` the plain encoder, whose states pooled as ``config.pooling`` are ``encode()``'s vectors, and
+``SentenceTransformer(output_dir, trust_remote_code=True)`` the same vectors through ``encode_query`` (no AST links)
+and ``encode_document`` (AST links in ``language=``, else the tokenizer's default: ``--language``, else the data's
+language when it has one).
 
     python examples/run_code_search.py --model_name_or_path sasa-codebert \\
         --dataset_name google/code_x_glue_tc_nl_code_search_adv --max_source_length 1024 \\
@@ -30,6 +32,7 @@ import codesearchnet
 import common
 from sasa import SasaDataCollator, SasaForCodeSearch
 from sasa.metrics import mean_reciprocal_rank
+from sasa.sentence_transformers_files import save_sentence_transformers_files
 
 #: TrainingArguments defaults of this task; a flag (or JSON key) given by the user wins. Every parameter is used in
 #: each step (no pooler), so DDP need not search for unused ones.
@@ -90,6 +93,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # Data: code (Python docstrings removed) with its AST links, each example in its own language; queries
     # (' '.join(docstring_tokens)) without AST links.
     splits = codesearchnet.load_splits(data_args, training_args, tokenizer)
+    if not data_args.language:  # saved: the language of code given without one (pipelines, sentence-transformers)
+        tokenizer.language = codesearchnet.only_language(splits) or tokenizer.language
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
         code = tokenizer(batch["code"], language=batch["language"], truncation=True,
@@ -105,9 +110,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         model=model, args=training_args, train_dataset=features.get("train"), eval_dataset=features.get("validation"),
         processing_class=tokenizer, data_collator=SasaDataCollator(tokenizer, pad_to_multiple_of=config.block_size))
 
-    # Train (and save: the model, its code files and the tokenizer, a retrieval model on its own), evaluate, predict
-    # (both rank the whole split); push.
+    # Train (and save: the model, its code files, the tokenizer and sentence-transformers' files, a retrieval model on
+    # its own), evaluate, predict (both rank the whole split); push.
     results = common.train_evaluate_predict(trainer, features, training_args, resume)
+    if training_args.do_train and trainer.is_world_process_zero():  # SentenceTransformer(output_dir) loads it too
+        save_sentence_transformers_files(trainer.model, training_args.output_dir, search_args.max_query_length)
     common.push_to_hub(trainer, model_args, data_args, tags=["code-search"])
     return {name: value for metrics in results.values() for name, value in metrics.items()}
 

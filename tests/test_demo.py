@@ -57,7 +57,7 @@ def test_the_main_job_runs_end_to_end_on_a_few_functions(tmp_path, capsys):
     result = run_demo(output_dir=str(tmp_path / "checkpoint"), max_steps=2, train_limit=24, test_limit=9)
     files = set(os.listdir(tmp_path / "checkpoint"))
     assert {"README.md", "config.json", "model.safetensors", "modeling_sasa.py", "tokenizer.json",
-            "tokenization_sasa.py"} <= files
+            "tokenization_sasa.py", "modules.json", "sentence_transformers_module.py"} <= files  # and an ST model
     card = (tmp_path / "checkpoint" / "README.md").read_text()
     assert "mrr" in card and "trust_remote_code=True" in card and "license: apache-2.0" in card
     assert result["reload_max_difference"] == 0.0

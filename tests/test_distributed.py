@@ -79,4 +79,5 @@ def test_code_search_trains_in_two_gloo_processes_with_equal_weights(tmp_path, b
     code = encode_texts(model, tokenizer, texts["code"], texts["language"], max_length=128)
     queries = encode_texts(model, tokenizer, texts["text"], None, max_length=32)
     assert results["eval_samples"] == 37
+    assert SasaTokenizer.from_pretrained(tmp_path / "out").language == "python"  # the data's one language, saved
     assert results["eval_mrr"] == pytest.approx(retrieval_mrr(queries, code), abs=1e-6)

@@ -12,7 +12,8 @@ checkpoint and shows the reloaded checkpoint at work:
    (:class:`DemoDidNotLearn` otherwise: ``sasa demo`` exits 1).
 4. Fine-tuning with ``transformers.Trainer`` (in-batch softmax over query · code), then MRR on the test pool.
 5. A checkpoint a user could push unchanged: config with ``auto_map``, code files, safetensors weights, tokenizer,
-   and a model card (``huggingface_hub.ModelCard``). Kept after the run.
+   a model card (``huggingface_hub.ModelCard``) and sentence-transformers' files (``SentenceTransformer(path,
+   trust_remote_code=True)``: ``encode_query``/``encode_document``). Kept after the run.
 6. Reload in a fresh Python in which ``import sasa`` fails (remote code, offline), check the vectors are identical,
    and print the top-3 functions the reloaded model retrieves for a few test queries.
 """
@@ -44,6 +45,7 @@ from .frequency import install_identifier_tokens
 from .model_card import write_model_card
 from .modeling_sasa import SasaForCodeSearch
 from .retrieval import encode_texts, retrieval_mrr
+from .sentence_transformers_files import save_sentence_transformers_files
 from .stdlib_corpus import Function, documented_functions, split_by_file
 from .tokenization_sasa import SasaTokenizer
 
@@ -231,9 +233,11 @@ def run_demo(output_dir: str = "out/sasa-code-search-demo", max_steps: int = 300
     print(f"result: test-pool MRR {mrr:.3f} after fine-tuning, beats the untrained baseline {baseline:.3f}")
 
     os.makedirs(output_dir, exist_ok=True)
+    tokenizer.model_max_length = config.max_sequence_length  # saved with it: where truncation must cut
     with quiet_checkpoint_io():
         model.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
+    save_sentence_transformers_files(model, output_dir, max_query_length=MAX_QUERY_TOKENS)  # sentence-transformers
     write_model_card(
         model, output_dir, task="code-search", dataset_name="python-stdlib-docstrings", language="python",
         data_description=(f"Documented functions of the Python {platform.python_version()} standard library: "
