@@ -11,15 +11,11 @@ removed here; otherwise the text to find or to write would be in the input. The 
 ``' '.join(docstring_tokens)``, as in CodeXGLUE (``docstring`` would add the parameter sections).
 """
 
-import logging
-
 import datasets
 from transformers import PreTrainedTokenizerBase, TrainingArguments
 
-from common import DataArguments, keep_long_examples, load_raw_datasets, select_split
+from common import DataArguments, keep_long_splits, load_raw_datasets, select_splits
 from sasa.ast_languages import get_parser, normalize_language, supported_languages_text
-
-logger = logging.getLogger(__name__)
 
 COLUMNS = ["code", "docstring_tokens"]
 DEFAULT_LANGUAGE = "python"  # NL-code-search-Adv is Python; code-to-text rows name theirs in the language column
@@ -82,26 +78,22 @@ def prepare(batch: dict[str, list], language: str | None) -> dict[str, list]:
     return {"code": code, "text": [" ".join(tokens) for tokens in batch["docstring_tokens"]], "language": languages}
 
 
+def only_language(splits: dict[str, datasets.Dataset]) -> str | None:
+    """The one language of every example of ``splits`` (canonical name), or ``None`` when they have several."""
+    languages = set().union(*(dataset.unique("language") for dataset in splits.values()))
+    return languages.pop() if len(languages) == 1 else None
+
+
 def load_splits(data_args: DataArguments, training_args: TrainingArguments,
                 tokenizer: PreTrainedTokenizerBase) -> dict[str, datasets.Dataset]:
-    """The splits this run needs (``train`` for ``--do_train``, ``validation`` for ``--do_eval`` or evaluation during
-    training, ``test`` for ``--do_predict``), each as ``code``/``text``/``language`` rows, cut to
-    ``--max_*_samples`` and, with ``--long_only``, to the examples whose code is longer than ``--long_threshold``.
-    Every check (columns, languages, an empty split) runs here, before a model is built."""
+    """The splits this run needs (:func:`common.select_splits`: ``train`` for ``--do_train``, ``validation`` for
+    ``--do_eval``, ``test`` for ``--do_predict``, each cut to its ``--max_*_samples``), as ``code``/``text``/
+    ``language`` rows (:func:`prepare`) and, with ``--long_only``, only the examples whose code is longer than
+    ``--long_threshold``. Every check (columns, languages, an empty split) runs here, before a model is built."""
     raw = load_raw_datasets(data_args, COLUMNS)
     check_languages(raw, data_args.language)
-    evaluates = training_args.do_eval or training_args.eval_strategy != "no"
-    wanted = {"train": training_args.do_train, "validation": evaluates, "test": training_args.do_predict}
-    splits = {}
-    for split in [name for name, needed in wanted.items() if needed]:
-        dataset = select_split(raw, split, data_args.max_train_samples if split == "train"
-                               else data_args.max_eval_samples)
-        dataset = dataset.map(prepare, fn_kwargs={"language": data_args.language}, batched=True,
-                              remove_columns=dataset.column_names, num_proc=data_args.preprocessing_num_workers,
-                              desc=f"Removing Python docstrings from the {split} code")
-        if data_args.long_only:
-            dataset, report = keep_long_examples(dataset, tokenizer, "code", data_args.long_threshold,
-                                                 data_args.preprocessing_num_workers)
-            logger.info("%s split: %s", split, report)
-        splits[split] = dataset
-    return splits
+    splits = {split: dataset.map(prepare, fn_kwargs={"language": data_args.language}, batched=True,
+                                 remove_columns=dataset.column_names, num_proc=data_args.preprocessing_num_workers,
+                                 desc=f"Removing Python docstrings from the {split} code")
+              for split, dataset in select_splits(raw, data_args, training_args).items()}
+    return keep_long_splits(splits, tokenizer, "code", data_args) if data_args.long_only else splits

@@ -1,16 +1,29 @@
-"""What the four CodeXGLUE task scripts share: arguments, data loading, the long-code filter, checkpoint checks.
+"""What the four CodeXGLUE task scripts share, in the order each script runs it.
 
-Each ``run_*.py`` parses ``(ModelArguments, DataArguments, TrainingArguments)`` with one
-``transformers.HfArgumentParser``, so every Trainer flag works and so does a JSON file of arguments.
+Every ``run_*.py`` is the same skeleton, top to bottom:
+
+1. :func:`parse_arguments`: ``(ModelArguments, DataArguments, [task arguments,] TrainingArguments)`` from one
+   ``transformers.HfArgumentParser``, so every Trainer flag works and so does a JSON file of arguments;
+2. :func:`start_run`: logging, the seed, the checkpoint to resume from;
+3. :func:`load_config_and_tokenizer`: the checkpoint checked, the tokenizer, the config, checked against each other;
+4. data: :func:`load_raw_datasets`, :func:`select_splits`, :func:`keep_long_splits` (``--long_only``), then the
+   task's tokenization through :func:`tokenize_splits`;
+5. :func:`load_model`, and the task's ``Trainer``;
+6. :func:`train_evaluate_predict`: ``--do_train`` (then save), ``--do_eval``, ``--do_predict`` (the task's
+   prediction files and test metrics through two hooks), every split's metrics logged and saved;
+7. :func:`push_to_hub`.
 """
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import datasets
+import numpy as np
+import transformers
 from transformers import (
     AutoConfig,
     HfArgumentParser,
@@ -18,12 +31,17 @@ from transformers import (
     PreTrainedTokenizerBase,
     Trainer,
     TrainingArguments,
+    set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PredictionOutput, get_last_checkpoint
 
-from sasa import SasaConfig
+from sasa import SasaConfig, SasaTokenizer
 from sasa.ast_languages import normalize_language
 from sasa.frequency import install_identifier_tokens
+
+#: The one logger of the example scripts and their helpers (:func:`start_run` sets its level).
+logger = logging.getLogger(__name__)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 #: Local data formats, by file extension, and the ``datasets`` builder that reads each.
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
@@ -92,6 +110,8 @@ class DataArguments:
         return {split: path for split, path in files.items() if path}
 
 
+# --- 1. arguments ---------------------------------------------------------------------------------------------------
+
 def parse_arguments(argv: list[str] | None, task_defaults: dict, *extra_dataclasses: type,
                     training_arguments: type = TrainingArguments) -> tuple:
     """``(ModelArguments, DataArguments, *extra_dataclasses, TrainingArguments)`` from flags, or from one ``.json``
@@ -106,6 +126,118 @@ def parse_arguments(argv: list[str] | None, task_defaults: dict, *extra_dataclas
     parser.set_defaults(**task_defaults)
     return parser.parse_args_into_dataclasses(argv)
 
+
+# --- 2. logging, seed, resuming -------------------------------------------------------------------------------------
+
+def start_run(model_args: ModelArguments, training_args: TrainingArguments) -> str | None:
+    """What every script does right after parsing: logging, the seed, and the checkpoint to resume from.
+
+    Logging: one format, on stdout. The example scripts log through :data:`logger` (INFO on the main process,
+    WARNING on the others); transformers and datasets at ``--log_level``/``--log_level_replica`` (by default their
+    warnings only). The seed (``--seed``) is set before anything random: weights from scratch, a head's
+    initialisation. Returns ``--resume_from_checkpoint``, else what :func:`last_checkpoint` finds in
+    ``--output_dir``.
+    """
+    logging.basicConfig(format=LOG_FORMAT, handlers=[logging.StreamHandler(sys.stdout)])
+    logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
+    library_level = training_args.get_process_log_level()
+    transformers.utils.logging.set_verbosity(library_level)
+    datasets.utils.logging.set_verbosity(library_level)
+    set_seed(training_args.seed)
+    resume = training_args.resume_from_checkpoint or last_checkpoint(
+        training_args.output_dir, training_args.do_train, model_args.overwrite_output_dir)
+    if resume and training_args.do_train:
+        logger.info("resuming training from %s", resume)
+    return resume
+
+
+def last_checkpoint(output_dir: str, do_train: bool = True, overwrite_output_dir: bool = False) -> str | None:
+    """The ``checkpoint-N`` directory in ``output_dir`` to resume training from, or ``None`` to start afresh.
+
+    transformers' example-script rule: when training into an existing ``output_dir`` (and not
+    ``--overwrite_output_dir``), resume from its last checkpoint; a non-empty directory without one is a
+    ``ValueError`` rather than a silent overwrite. Give ``--resume_from_checkpoint`` precedence over this.
+    """
+    if not do_train or overwrite_output_dir or not os.path.isdir(output_dir):
+        return None
+    checkpoint = get_last_checkpoint(output_dir)
+    if checkpoint is None and os.listdir(output_dir):
+        raise ValueError(f"output directory {output_dir} is not empty and holds no checkpoint-N to resume from "
+                         f"(it has {sorted(os.listdir(output_dir))[:8]}): pass --overwrite_output_dir to train "
+                         "into it anyway, or choose another --output_dir.")
+    return checkpoint
+
+
+# --- 3. configuration and tokenizer ---------------------------------------------------------------------------------
+
+def load_config_and_tokenizer(model_args: ModelArguments, data_args: DataArguments, language: str | None = None,
+                              **config_fields) -> tuple[PretrainedConfig, SasaTokenizer]:
+    """The model's configuration (``config_fields`` set on it, e.g. ``num_labels=2``) and its tokenizer, checked
+    against each other before any data is read.
+
+    ``--model_name_or_path`` must be a SASA checkpoint (checked first: a RoBERTa one stops here, pointed at
+    ``sasa convert``). The tokenizer is the checkpoint's, or ``--tokenizer_name``; with ``--from_scratch`` the
+    vocabulary is the tokenizer's (unless ``--config_overrides`` sets ``vocab_size``). ``--max_source_length``
+    must fit the positions, and the tokenizer's ids the vocabulary. Saved with the model: the tokenizer's default
+    language (``--language``, else the task's ``language``; ``None`` keeps the tokenizer's own, for scripts that
+    read each example's language from the data) and its ``model_max_length`` (the model's positions, where
+    truncation must cut).
+    """
+    if model_args.model_name_or_path is not None:
+        check_sasa_checkpoint(model_args.model_name_or_path)  # before the tokenizer: a directory may have none
+    tokenizer = SasaTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
+    if data_args.language or language:
+        tokenizer.language = data_args.language or language  # checked by DataArguments
+    if model_args.from_scratch and "vocab_size" not in (model_args.config_overrides or ""):
+        config_fields["vocab_size"] = len(tokenizer)
+    config = load_config(model_args, **config_fields)
+    check_model_fits(config, tokenizer, data_args.max_source_length)
+    tokenizer.model_max_length = config.max_sequence_length
+    return config, tokenizer
+
+
+def check_sasa_checkpoint(path_or_id: str) -> None:
+    """``ValueError`` unless ``path_or_id`` is a SASA checkpoint (``model_type == "sasa"``), saying how to make one."""
+    if os.path.isdir(path_or_id) and not os.path.isfile(os.path.join(path_or_id, "config.json")):
+        raise ValueError(f"{path_or_id} is a directory without config.json, so not a checkpoint (it holds "
+                         f"{sorted(os.listdir(path_or_id))[:8]}); expected a SASA checkpoint, as "
+                         "save_pretrained or `sasa convert <roberta checkpoint> <out_dir>` writes one.")
+    config = AutoConfig.from_pretrained(path_or_id, trust_remote_code=True)
+    if config.model_type != "sasa":
+        raise ValueError(f"{path_or_id} is a {config.model_type!r} checkpoint ({type(config).__name__}), not a SASA "
+                         f"one. Convert it first: `sasa convert {path_or_id} <out_dir>`, then pass "
+                         "--model_name_or_path <out_dir>.")
+
+
+def load_config(model_args: ModelArguments, **kwargs) -> PretrainedConfig:
+    """The model's configuration, with ``kwargs`` (e.g. ``num_labels=1``) set on it.
+
+    The checkpoint's config; with ``--from_scratch``, SasaConfig defaults (or the checkpoint's config when one is
+    given) then ``--config_overrides``; pass ``vocab_size=len(tokenizer)`` there. Checks ``--model_name_or_path``
+    is a SASA checkpoint first.
+    """
+    if model_args.model_name_or_path is not None:
+        check_sasa_checkpoint(model_args.model_name_or_path)
+        config = AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=True, **kwargs)
+    else:
+        config = SasaConfig(**kwargs)
+    if model_args.config_overrides:
+        config.update_from_string(model_args.config_overrides)
+    return config
+
+
+def check_model_fits(config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase, max_source_length: int) -> None:
+    """``ValueError`` unless ``--max_source_length`` fits the position table and the tokenizer's ids the vocabulary."""
+    if max_source_length > config.max_sequence_length:
+        raise ValueError(f"--max_source_length {max_source_length} exceeds the model's {config.max_sequence_length} "
+                         "positions: lower it, or convert with a longer position table (sasa convert <roberta> "
+                         f"<out_dir> --max-position-embeddings {max_source_length + 2}).")
+    if len(tokenizer) > config.vocab_size:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} ids but the model only {config.vocab_size}: use the "
+                         "checkpoint's own tokenizer (leave out --tokenizer_name).")
+
+
+# --- 4. data --------------------------------------------------------------------------------------------------------
 
 def load_raw_datasets(data_args: DataArguments, required_columns: Sequence[str]) -> datasets.DatasetDict:
     """The task's splits, from the Hub (``--dataset_name``) or local files, each checked for ``required_columns``."""
@@ -132,6 +264,20 @@ def load_raw_datasets(data_args: DataArguments, required_columns: Sequence[str])
     return raw
 
 
+def select_splits(raw: datasets.DatasetDict, data_args: DataArguments, training_args: TrainingArguments,
+                  random_sample: bool = False) -> dict[str, datasets.Dataset]:
+    """The splits this run needs: ``train`` (``--do_train``), ``validation`` (``--do_eval``, which evaluating during
+    training turns on) and ``test`` (``--do_predict``), cut to ``--max_train_samples``, ``--max_eval_samples`` and
+    ``--max_predict_samples``: their first examples, or with ``random_sample`` a sample of train and validation
+    drawn with ``--seed`` (as CodeXGLUE samples BigCloneBench's 10 %). A ``ValueError`` names a missing split."""
+    wanted = {"train": (training_args.do_train, data_args.max_train_samples),
+              "validation": (training_args.do_eval, data_args.max_eval_samples),
+              "test": (training_args.do_predict, data_args.max_predict_samples)}
+    seed = training_args.seed if random_sample else None
+    return {split: select_split(raw, split, max_samples, seed=None if split == "test" else seed)
+            for split, (needed, max_samples) in wanted.items() if needed}
+
+
 def select_split(raw: datasets.DatasetDict, split: str, max_samples: int | None = None,
                  seed: int | None = None) -> datasets.Dataset:
     """Split ``split``, cut to ``max_samples`` examples: its first ones, or with ``seed`` a random sample (as
@@ -143,6 +289,18 @@ def select_split(raw: datasets.DatasetDict, split: str, max_samples: int | None 
     if max_samples is None or max_samples >= len(dataset):
         return dataset
     return (dataset if seed is None else dataset.shuffle(seed=seed)).select(range(max_samples))
+
+
+def keep_long_splits(splits: dict[str, datasets.Dataset], tokenizer: PreTrainedTokenizerBase,
+                     columns: str | Sequence[str], data_args: DataArguments) -> dict[str, datasets.Dataset]:
+    """``--long_only``: :func:`keep_long_examples` on every split (``--long_threshold``,
+    ``--preprocessing_num_workers``), each split's report logged."""
+    kept = {}
+    for split, dataset in splits.items():
+        kept[split], report = keep_long_examples(dataset, tokenizer, columns, data_args.long_threshold,
+                                                 data_args.preprocessing_num_workers)
+        logger.info("%s split: %s", split, report)
+    return kept
 
 
 def keep_long_examples(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, columns: str | Sequence[str],
@@ -174,46 +332,60 @@ def keep_long_examples(dataset: datasets.Dataset, tokenizer: PreTrainedTokenizer
     return kept, f"kept {len(kept)} of {len(dataset)} examples longer than {threshold} tokens (in {where})"
 
 
-def check_sasa_checkpoint(path_or_id: str) -> None:
-    """``ValueError`` unless ``path_or_id`` is a SASA checkpoint (``model_type == "sasa"``), saying how to make one."""
-    if os.path.isdir(path_or_id) and not os.path.isfile(os.path.join(path_or_id, "config.json")):
-        raise ValueError(f"{path_or_id} is a directory without config.json, so not a checkpoint (it holds "
-                         f"{sorted(os.listdir(path_or_id))[:8]}); expected a SASA checkpoint, as "
-                         "save_pretrained or `sasa convert <roberta checkpoint> <out_dir>` writes one.")
-    config = AutoConfig.from_pretrained(path_or_id, trust_remote_code=True)
-    if config.model_type != "sasa":
-        raise ValueError(f"{path_or_id} is a {config.model_type!r} checkpoint ({type(config).__name__}), not a SASA "
-                         f"one. Convert it first: `sasa convert {path_or_id} <out_dir>`, then pass "
-                         "--model_name_or_path <out_dir>.")
+def tokenize_splits(splits: dict[str, datasets.Dataset], tokenize: Callable[[dict[str, list]], dict[str, list]],
+                    data_args: DataArguments, description: str) -> dict[str, datasets.Dataset]:
+    """Every split mapped through the task's ``tokenize`` (batched, ``--preprocessing_num_workers`` processes,
+    cached by ``datasets``), its raw columns dropped: the model's inputs and labels only.
 
-
-def check_model_fits(config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase, max_source_length: int) -> None:
-    """``ValueError`` unless ``--max_source_length`` fits the position table and the tokenizer's ids the vocabulary."""
-    if max_source_length > config.max_sequence_length:
-        raise ValueError(f"--max_source_length {max_source_length} exceeds the model's {config.max_sequence_length} "
-                         "positions: lower it, or convert with a longer position table (sasa convert <roberta> "
-                         f"<out_dir> --max-position-embeddings {max_source_length + 2}).")
-    if len(tokenizer) > config.vocab_size:
-        raise ValueError(f"the tokenizer has {len(tokenizer)} ids but the model only {config.vocab_size}: use the "
-                         "checkpoint's own tokenizer (leave out --tokenizer_name).")
-
-
-def load_config(model_args: ModelArguments, **kwargs) -> PretrainedConfig:
-    """The model's configuration, with ``kwargs`` (e.g. ``num_labels=1``) set on it.
-
-    The checkpoint's config; with ``--from_scratch``, SasaConfig defaults (or the checkpoint's config when one is
-    given) then ``--config_overrides``; pass ``vocab_size=len(tokenizer)`` there. Checks ``--model_name_or_path``
-    is a SASA checkpoint first.
+    The AST links are stored compactly (:func:`compact_features`): ``int16`` (for ``--max_source_length`` up to
+    32,768 tokens) in a fixed-size list per token, where ``datasets`` would store nested lists of ``int64``. They
+    read back as the same Python ints, so the collator's tensors are unchanged.
     """
-    if model_args.model_name_or_path is not None:
-        check_sasa_checkpoint(model_args.model_name_or_path)
-        config = AutoConfig.from_pretrained(model_args.model_name_or_path, trust_remote_code=True, **kwargs)
-    else:
-        config = SasaConfig(**kwargs)
-    if model_args.config_overrides:
-        config.update_from_string(model_args.config_overrides)
-    return config
+    return {split: dataset.map(tokenize, batched=True, num_proc=data_args.preprocessing_num_workers,
+                               remove_columns=dataset.column_names, desc=f"{description}: {split} split",
+                               features=compact_features(tokenize, dataset, data_args.max_source_length))
+            for split, dataset in splits.items()}
 
+
+def link_dtype(max_length: int) -> str:
+    """The smallest integer type that holds every AST link of sequences of up to ``max_length`` tokens (a token
+    index, or -1 for none): ``"int16"`` up to 32,768 tokens, ``"int32"`` beyond."""
+    return "int16" if max_length - 1 <= np.iinfo(np.int16).max else "int32"
+
+
+def compact_features(tokenize: Callable[[dict[str, list]], dict[str, list]], dataset: datasets.Dataset,
+                     max_length: int) -> datasets.Features | None:
+    """The ``features`` for ``dataset.map(tokenize)`` that store every ``*ast_links`` column (code: ``[L][R]``,
+    clone pairs: ``[2][L][R]``) compactly: :func:`link_dtype` integers instead of ``int64``, and each token's ``R``
+    links as a fixed-size list (Arrow keeps no 4-byte offset per token). 2R bytes per token instead of 8R + 4.
+
+    The other columns keep the types ``datasets`` infers; both are read from ``tokenize`` on the first example
+    (``R``: the tokenizer's relations, the same for every token). ``None`` for an empty dataset (nothing to map). A
+    link or a row that does not fit is an error of the map, never a silent overflow.
+    """
+    if len(dataset) == 0:
+        return None
+    probe = tokenize(dataset[:1])
+    features = datasets.Dataset.from_dict(probe).features
+    for name, feature in features.items():
+        if name.endswith("ast_links"):
+            links = probe[name][0]
+            while links and isinstance(links[0][0], (list, tuple)):  # a pair: [2][L][R] -> its first [L][R]
+                links = links[0]
+            features[name] = _links_feature(feature, link_dtype(max_length), relations=len(links[0]))
+    return features
+
+
+def _links_feature(feature, dtype: str, relations: int):
+    """``feature``, nested ``List``s of integers, with ``dtype`` integers in a fixed-size innermost list."""
+    if not isinstance(feature, datasets.List) or not isinstance(feature.feature, (datasets.List, datasets.Value)):
+        raise ValueError(f"expected AST links as nested lists of integers, got the feature {feature!r}.")
+    if isinstance(feature.feature, datasets.Value):
+        return datasets.List(datasets.Value(dtype), length=relations)
+    return datasets.List(_links_feature(feature.feature, dtype, relations), length=feature.length)
+
+
+# --- 5. model -------------------------------------------------------------------------------------------------------
 
 def load_model(model_class: type, model_args: ModelArguments, config: PretrainedConfig,
                tokenizer: PreTrainedTokenizerBase):
@@ -226,42 +398,22 @@ def load_model(model_class: type, model_args: ModelArguments, config: Pretrained
     return model_class.from_pretrained(model_args.model_name_or_path, config=config)
 
 
-def keep_long_splits(splits: dict[str, datasets.Dataset], tokenizer: PreTrainedTokenizerBase,
-                     columns: str | Sequence[str], data_args: DataArguments, log) -> dict[str, datasets.Dataset]:
-    """:func:`keep_long_examples` on every split (``--long_threshold``, ``--preprocessing_num_workers``), each
-    split's report passed to ``log`` (e.g. ``logger.info``)."""
-    kept = {}
-    for split, dataset in splits.items():
-        kept[split], report = keep_long_examples(dataset, tokenizer, columns, data_args.long_threshold,
-                                                 data_args.preprocessing_num_workers)
-        log("%s split: %s", split, report)
-    return kept
-
-
-def last_checkpoint(output_dir: str, do_train: bool = True, overwrite_output_dir: bool = False) -> str | None:
-    """The ``checkpoint-N`` directory in ``output_dir`` to resume training from, or ``None`` to start afresh.
-
-    transformers' example-script rule: when training into an existing ``output_dir`` (and not
-    ``--overwrite_output_dir``), resume from its last checkpoint; a non-empty directory without one is a
-    ``ValueError`` rather than a silent overwrite. Give ``--resume_from_checkpoint`` precedence over this.
-    """
-    if not do_train or overwrite_output_dir or not os.path.isdir(output_dir):
-        return None
-    checkpoint = get_last_checkpoint(output_dir)
-    if checkpoint is None and os.listdir(output_dir):
-        raise ValueError(f"output directory {output_dir} is not empty and holds no checkpoint-N to resume from "
-                         f"(it has {sorted(os.listdir(output_dir))[:8]}): pass --overwrite_output_dir to train "
-                         "into it anyway, or choose another --output_dir.")
-    return checkpoint
-
+# --- 6. train, evaluate, predict, save; 7. push -----------------------------------------------------------------------
 
 def train_evaluate_predict(trainer: Trainer, splits: dict[str, datasets.Dataset], training_args: TrainingArguments,
-                           resume: str | None, write_predictions: Callable | None = None) -> dict[str, dict]:
-    """What ``--do_train``, ``--do_eval`` and ``--do_predict`` ask for, with every split's metrics logged and saved.
+                           resume: str | None,
+                           write_predictions: Callable[[PredictionOutput], None] | None = None,
+                           test_metrics: Callable[[PredictionOutput], dict[str, float]] | None = None,
+                           ) -> dict[str, dict[str, float]]:
+    """What ``--do_train``, ``--do_eval`` and ``--do_predict`` ask for; every split's metrics logged and saved
+    (``{split}_results.json``) and returned by split: ``{"train": {...}, "eval": {...}, "test": {...}}``.
 
     Training ends with ``trainer.save_model()``: weights, config, tokenizer and the model's code files, a checkpoint
-    that loads as remote code. ``write_predictions(output)`` writes the task's prediction file from the test split's
-    ``PredictionOutput`` (on the main process only).
+    that loads as remote code. Evaluation is ``trainer.evaluate()`` on the validation split and prediction
+    ``trainer.predict(test)``: a task that scores otherwise (code search ranks the whole split) overrides those two
+    in its Trainer. Two hooks take the test split's ``PredictionOutput``: ``test_metrics(output)`` returns metrics
+    that add to or replace the Trainer's (on every process), ``write_predictions(output)`` writes the task's
+    prediction files (on the main process only).
     """
     results = {}
     if training_args.do_train:
@@ -273,10 +425,21 @@ def train_evaluate_predict(trainer: Trainer, splits: dict[str, datasets.Dataset]
         results["eval"] = {**trainer.evaluate(), "eval_samples": len(splits["validation"])}
     if training_args.do_predict:
         output = trainer.predict(splits["test"], metric_key_prefix="test")
-        results["test"] = {**output.metrics, "test_samples": len(splits["test"])}
+        extra = test_metrics(output) if test_metrics is not None else {}
+        results["test"] = {**output.metrics, **extra, "test_samples": len(splits["test"])}
         if write_predictions is not None and trainer.is_world_process_zero():
+            os.makedirs(training_args.output_dir, exist_ok=True)
             write_predictions(output)
     for split, metrics in results.items():
         trainer.log_metrics(split, metrics)
         trainer.save_metrics(split, metrics)
     return results
+
+
+def push_to_hub(trainer: Trainer, model_args: ModelArguments, data_args: DataArguments, tags: list[str],
+                **card) -> None:
+    """``--push_to_hub``: upload ``--output_dir`` (``--hub_model_id``), its model card naming the checkpoint it was
+    fine-tuned from, the dataset and ``tags`` (``card``: e.g. ``tasks="text-classification"``)."""
+    if trainer.args.push_to_hub:
+        trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, dataset=data_args.dataset_name,
+                            tags=["sasa", "code", *tags], **card)

@@ -16,17 +16,14 @@ classified. Metric: binary precision / recall / F1 of the class "clone" (F1 pick
 ``TrainingArguments`` flag works, and so does one JSON file of arguments (``run_clone_detection.py args.json``).
 """
 
-import logging
 import os
 
 import numpy as np
-from transformers import EvalPrediction, Trainer, set_seed
+from transformers import EvalPrediction, Trainer
 
 import common
-from sasa import SasaDataCollator, SasaForSequenceClassification, SasaTokenizer
+from sasa import SasaDataCollator, SasaForSequenceClassification
 from sasa.metrics import binary_precision_recall_f1
-
-logger = logging.getLogger(__name__)
 
 #: TrainingArguments defaults of this task; a flag (or JSON key) given by the user wins. Every parameter of the
 #: classifier is used in each step (the heads have no pooler), so DDP need not search for unused ones.
@@ -41,73 +38,52 @@ def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     """Train / evaluate / predict as the flags ask; returns the metrics by split (``train``, ``eval``, ``test``)."""
+    # Arguments; logging, seed, the checkpoint to resume from.
     model_args, data_args, training_args = common.parse_arguments(argv, TASK_DEFAULTS)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
-    resume = training_args.resume_from_checkpoint or common.last_checkpoint(
-        training_args.output_dir, training_args.do_train, model_args.overwrite_output_dir)
-    if model_args.model_name_or_path:
-        common.check_sasa_checkpoint(model_args.model_name_or_path)  # before anything else is loaded
+    resume = common.start_run(model_args, training_args)
 
-    # Tokenizer: BPE + AST links of the Java grammar. Its default language is saved with it (pipelines use it).
-    tokenizer = SasaTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
-    tokenizer.language = data_args.language or "java"  # checked by DataArguments
-
-    # Model configuration: CodeXGLUE's clone model, two labels, cross-entropy, the pair's two <s> vectors joined.
-    vocab = {"vocab_size": len(tokenizer)} if model_args.from_scratch else {}
-    config = common.load_config(model_args, num_labels=2, classify_pairs=True,
-                                problem_type="single_label_classification",
-                                id2label=LABELS, label2id={name: i for i, name in LABELS.items()}, **vocab)
-    common.check_model_fits(config, tokenizer, data_args.max_source_length)
+    # Configuration and tokenizer: BPE + AST links of the Java grammar, its default language saved with it
+    # (pipelines use it). CodeXGLUE's clone model: two labels, cross-entropy, the pair's two <s> vectors joined.
+    config, tokenizer = common.load_config_and_tokenizer(
+        model_args, data_args, language="java", num_labels=2, classify_pairs=True,
+        problem_type="single_label_classification", id2label=LABELS, label2id={name: i for i, name in LABELS.items()})
 
     # Data. The source is kept as written: CodeXGLUE's ' '.join(func.split()) puts a function on one line, so its
     # first `// comment` comments out the rest and tree-sitter finds no statements (no AST blocks). CodeXGLUE trains
     # on a random 10 % of train and evaluates on 10 % of validation: --max_train_samples/--max_eval_samples sample
     # those two splits at random (seeded); --max_predict_samples takes the head of test.
     raw = common.load_raw_datasets(data_args, ["func1", "func2", "label"])
-    wanted = {"train": (training_args.do_train, data_args.max_train_samples),
-              "validation": (training_args.do_eval, data_args.max_eval_samples),
-              "test": (training_args.do_predict, data_args.max_predict_samples)}
-    sample_seed = {"train": training_args.seed, "validation": training_args.seed, "test": None}
-    selected = {split: common.select_split(raw, split, max_samples, seed=sample_seed[split])
-                for split, (needed, max_samples) in wanted.items() if needed}
+    splits = common.select_splits(raw, data_args, training_args, random_sample=True)
     if data_args.long_only:  # pairs where either function is long; --max_*_samples applies first
-        selected = common.keep_long_splits(selected, tokenizer, ["func1", "func2"], data_args, logger.info)
+        splits = common.keep_long_splits(splits, tokenizer, ["func1", "func2"], data_args)
 
-    def preprocess(batch: dict[str, list]) -> dict[str, list]:
+    def tokenize(batch: dict[str, list]) -> dict[str, list]:
         """Each function encoded on its own; a pair feature holds both: ``input_ids = [ids1, ids2]`` etc."""
         first, second = (tokenizer(batch[column], truncation=True, max_length=data_args.max_source_length)
                          for column in ("func1", "func2"))
         encoded = {key: [list(pair) for pair in zip(first[key], second[key])] for key in first}
-        encoded["labels"] = [int(label) for label in batch["label"]]
-        return encoded
+        return {**encoded, "labels": [int(label) for label in batch["label"]]}
 
-    processed = {split: dataset.map(preprocess, batched=True, num_proc=data_args.preprocessing_num_workers,
-                                    remove_columns=dataset.column_names,
-                                    desc=f"Tokenizing and parsing {split} ({tokenizer.language})")
-                 for split, dataset in selected.items()}
+    features = common.tokenize_splits(splits, tokenize, data_args, f"Tokenizing and parsing ({tokenizer.language})")
 
     # Model and Trainer.
-    set_seed(training_args.seed)
     model = common.load_model(SasaForSequenceClassification, model_args, config, tokenizer)
-    trainer = Trainer(model=model, args=training_args, train_dataset=processed.get("train"),
-                      eval_dataset=processed.get("validation"), processing_class=tokenizer,
+    trainer = Trainer(model=model, args=training_args, train_dataset=features.get("train"),
+                      eval_dataset=features.get("validation"), processing_class=tokenizer,
                       data_collator=SasaDataCollator(tokenizer, pad_to_multiple_of=config.block_size),
                       compute_metrics=compute_metrics)
 
     def write_predictions(output) -> None:
         """CodeXGLUE's predictions.txt for the test split: id1 <tab> id2 <tab> 0/1 per line."""
-        test = selected["test"]
+        test = splits["test"]
         has_ids = {"id1", "id2"} <= set(test.column_names)
         keys = [f"{a}\t{b}" for a, b in zip(test["id1"], test["id2"])] if has_ids else range(len(test))
         with open(os.path.join(training_args.output_dir, "predictions.txt"), "w", encoding="utf-8") as handle:
             handle.writelines(f"{key}\t{p}\n" for key, p in zip(keys, np.argmax(output.predictions, axis=-1)))
 
-    # Train, evaluate, predict, save.
-    results = common.train_evaluate_predict(trainer, processed, training_args, resume, write_predictions)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, tasks="text-classification",
-                            dataset=data_args.dataset_name, tags=["sasa", "code", "clone-detection"])
+    # Train (and save), evaluate, predict; push.
+    results = common.train_evaluate_predict(trainer, features, training_args, resume, write_predictions)
+    common.push_to_hub(trainer, model_args, data_args, tags=["clone-detection"], tasks="text-classification")
     return results
 
 

@@ -13,17 +13,14 @@ args.json``). The output directory is a checkpoint with its code: ``AutoModelFor
 ``AutoTokenizer.from_pretrained(output_dir, trust_remote_code=True)`` load it where ``sasa`` is not installed.
 """
 
-import logging
 import os
 
 import numpy as np
-from transformers import EvalPrediction, Trainer, set_seed
+from transformers import EvalPrediction, Trainer
 
 import common
-from sasa import SasaDataCollator, SasaForSequenceClassification, SasaTokenizer
+from sasa import SasaDataCollator, SasaForSequenceClassification
 from sasa.metrics import accuracy
-
-logger = logging.getLogger(__name__)
 
 #: TrainingArguments defaults of this task; a flag (or JSON key) given by the user wins. Every parameter of the
 #: classifier is used in each step (the heads have no pooler), so DDP need not search for unused ones.
@@ -38,69 +35,50 @@ def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     """Train / evaluate / predict as the flags ask; returns the metrics by split (``train``, ``eval``, ``test``)."""
+    # Arguments; logging, seed, the checkpoint to resume from.
     model_args, data_args, training_args = common.parse_arguments(argv, TASK_DEFAULTS)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
-    resume = training_args.resume_from_checkpoint or common.last_checkpoint(
-        training_args.output_dir, training_args.do_train, model_args.overwrite_output_dir)
-    if model_args.model_name_or_path:
-        common.check_sasa_checkpoint(model_args.model_name_or_path)  # before anything else is loaded
+    resume = common.start_run(model_args, training_args)
 
-    # Tokenizer: BPE + AST links of the C grammar. Its default language is saved with it (pipelines use it).
-    tokenizer = SasaTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
-    tokenizer.language = data_args.language or "c"  # checked by DataArguments
-
-    # Model configuration. CodeXGLUE's reference has one logit, a sigmoid and BCE; two logits with softmax
-    # cross-entropy are the same model (softmax([a, b])[1] = sigmoid(b - a): BCE on the logit b - a, and argmax is
-    # p > 0.5) with one redundant output row, and keep transformers' standard single-label head and pipeline.
-    vocab = {"vocab_size": len(tokenizer)} if model_args.from_scratch else {}
-    config = common.load_config(model_args, num_labels=2, problem_type="single_label_classification",
-                                id2label=LABELS, label2id={name: i for i, name in LABELS.items()}, **vocab)
-    common.check_model_fits(config, tokenizer, data_args.max_source_length)
+    # Configuration and tokenizer: BPE + AST links of the C grammar, its default language saved with it (pipelines
+    # use it). CodeXGLUE's reference has one logit, a sigmoid and BCE; two logits with softmax cross-entropy are the
+    # same model (softmax([a, b])[1] = sigmoid(b - a): BCE on the logit b - a, and argmax is p > 0.5) with one
+    # redundant output row, and keep transformers' standard single-label head and pipeline.
+    config, tokenizer = common.load_config_and_tokenizer(
+        model_args, data_args, language="c", num_labels=2, problem_type="single_label_classification",
+        id2label=LABELS, label2id={name: i for i, name in LABELS.items()})
 
     # Data. The source is kept as written. CodeXGLUE feeds ' '.join(func.split()), which puts the function on one
     # line: its first `// comment` then comments out all the rest and `#if`/`#define` lines run on, so tree-sitter
     # finds no statement and SASA loses its AST blocks (a 15-line function with a `//` comment on its first
     # statement: 38 syntax nodes instead of 129). The cost: newlines and indentation are tokens too.
     raw = common.load_raw_datasets(data_args, ["func", "target"])
-    wanted = {"train": (training_args.do_train, data_args.max_train_samples),
-              "validation": (training_args.do_eval, data_args.max_eval_samples),
-              "test": (training_args.do_predict, data_args.max_predict_samples)}
-    selected = {split: common.select_split(raw, split, max_samples)
-                for split, (needed, max_samples) in wanted.items() if needed}
+    splits = common.select_splits(raw, data_args, training_args)
     if data_args.long_only:  # the paper's long-code subsets; --max_*_samples applies first
-        selected = common.keep_long_splits(selected, tokenizer, "func", data_args, logger.info)
+        splits = common.keep_long_splits(splits, tokenizer, "func", data_args)
 
-    def preprocess(batch: dict[str, list]) -> dict[str, list]:
+    def tokenize(batch: dict[str, list]) -> dict[str, list]:
         encoded = tokenizer(batch["func"], truncation=True, max_length=data_args.max_source_length)
-        encoded["labels"] = [int(target) for target in batch["target"]]
-        return encoded
+        return {**encoded, "labels": [int(target) for target in batch["target"]]}
 
-    processed = {split: dataset.map(preprocess, batched=True, num_proc=data_args.preprocessing_num_workers,
-                                    remove_columns=dataset.column_names,
-                                    desc=f"Tokenizing and parsing {split} ({tokenizer.language})")
-                 for split, dataset in selected.items()}
+    features = common.tokenize_splits(splits, tokenize, data_args, f"Tokenizing and parsing ({tokenizer.language})")
 
     # Model and Trainer.
-    set_seed(training_args.seed)
     model = common.load_model(SasaForSequenceClassification, model_args, config, tokenizer)
-    trainer = Trainer(model=model, args=training_args, train_dataset=processed.get("train"),
-                      eval_dataset=processed.get("validation"), processing_class=tokenizer,
+    trainer = Trainer(model=model, args=training_args, train_dataset=features.get("train"),
+                      eval_dataset=features.get("validation"), processing_class=tokenizer,
                       data_collator=SasaDataCollator(tokenizer, pad_to_multiple_of=config.block_size),
                       compute_metrics=compute_metrics)
 
     def write_predictions(output) -> None:
         """CodeXGLUE's predictions.txt for the test split: id <tab> 0/1 per line (row index without ids)."""
-        test = selected["test"]
+        test = splits["test"]
         ids = test["id"] if "id" in test.column_names else range(len(test))
         with open(os.path.join(training_args.output_dir, "predictions.txt"), "w", encoding="utf-8") as handle:
             handle.writelines(f"{i}\t{p}\n" for i, p in zip(ids, np.argmax(output.predictions, axis=-1)))
 
-    # Train, evaluate, predict, save.
-    results = common.train_evaluate_predict(trainer, processed, training_args, resume, write_predictions)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(finetuned_from=model_args.model_name_or_path, tasks="text-classification",
-                            dataset=data_args.dataset_name, tags=["sasa", "code", "defect-detection"])
+    # Train (and save), evaluate, predict; push.
+    results = common.train_evaluate_predict(trainer, features, training_args, resume, write_predictions)
+    common.push_to_hub(trainer, model_args, data_args, tags=["defect-detection"], tasks="text-classification")
     return results
 
 

@@ -85,3 +85,27 @@ def test_training_throughput_runs_trainer_steps_and_times_their_parts(case):
     assert row["tokens_per_second"] > 0 and row["seconds"] > 0
     assert 0 < row["collate_share"] < 1
     assert (0 < row["layout_share"] < 1) if case["model"] == "sasa" else row["layout_share"] == 0
+
+
+def test_dataset_cache_size_measures_both_ways_and_reads_them_back(bpe_dir, tmp_path):
+    """The plumbing of benchmarks/dataset_cache_size.py on a few short rows (the sizes themselves: only after <
+    before)."""
+    import datasets
+
+    from conftest import read_snippet
+    from sasa import SasaTokenizer
+
+    spec = importlib.util.spec_from_file_location("dataset_cache_size",
+                                                  Path(__file__).parents[1] / "benchmarks" / "dataset_cache_size.py")
+    cache_size = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cache_size)
+    tokenizer = SasaTokenizer.from_pretrained(bpe_dir, language="python")
+    raw = datasets.Dataset.from_dict({"func": [read_snippet("example.py")] * 4, "target": [0, 1, 0, 1]})
+
+    def tokenize(batch):
+        return {**tokenizer(batch["func"], truncation=True, max_length=64), "labels": batch["target"]}
+
+    result = cache_size.measure(raw, tokenize, 64, str(tmp_path), "functions")
+    assert result["identical"] and result["rows"] == 4
+    assert result["after"]["link_bytes"] < result["before"]["link_bytes"] / 3
+    assert 0 < result["after"]["bytes"] < result["before"]["bytes"]

@@ -59,7 +59,7 @@ def test_the_main_job_learns_and_its_checkpoint_reloads_without_the_package(tmp_
     assert result["mrr"] > result["baseline_mrr"] + 0.1, result
     files = set(os.listdir(tmp_path / "checkpoint"))
     assert {"README.md", "config.json", "model.safetensors", "modeling_sasa.py", "tokenizer.json",
-            "tokenization_sasa.py"} <= files
+            "tokenization_sasa.py", "modules.json", "sentence_transformers_module.py"} <= files  # and an ST model
     card = (tmp_path / "checkpoint" / "README.md").read_text()
     assert "mrr" in card and "trust_remote_code=True" in card and "license: apache-2.0" in card
     assert result["reload_max_difference"] == 0.0

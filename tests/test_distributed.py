@@ -1,5 +1,5 @@
-"""The example scripts under two processes on CPU (torchrun, gloo): the loss falls and both ranks end with equal
-weights (DDP kept them in step)."""
+"""The example scripts under two processes on CPU (torchrun, gloo): the loss falls, both ranks end with equal
+weights (DDP kept them in step), and evaluation ranks the whole eval split gathered from both ranks."""
 
 import json
 import os
@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from sasa import SasaModel, SasaTokenizer
-from test_examples_retrieval_generation import stdlib_rows, write_jsonl
+from sasa import SasaForCodeSearch, SasaModel, SasaTokenizer
+from sasa.retrieval import encode_texts, retrieval_mrr
+from test_examples_retrieval_generation import prepared, stdlib_rows, write_jsonl
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 
@@ -50,9 +51,11 @@ def test_code_search_trains_in_two_gloo_processes_with_equal_weights(tmp_path, b
     tokenizer.save_pretrained(tmp_path / "sasa")
     rows = stdlib_rows()
     train = write_jsonl(tmp_path / "train.jsonl", rows)
+    validation = write_jsonl(tmp_path / "valid.jsonl", rows[:37])  # odd: the last eval batch is padded, then cut
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
     argv = ["--model_name_or_path", str(tmp_path / "sasa"), "--train_file", train, "--do_train",
+            "--validation_file", validation, "--do_eval", "--per_device_eval_batch_size", "8",
             "--output_dir", str(tmp_path / "out"), "--max_source_length", "128", "--max_query_length", "32",
             "--per_device_train_batch_size", "8", "--learning_rate", "3e-3", "--max_steps", "24",
             "--logging_steps", "4", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true",
@@ -68,3 +71,13 @@ def test_code_search_trains_in_two_gloo_processes_with_equal_weights(tmp_path, b
     assert ranks[0]["digest"] == ranks[1]["digest"]  # DDP kept both replicas identical
     losses = ranks[0]["losses"]
     assert len(losses) >= 4 and losses[-1] < losses[0], losses
+
+    # The eval split gathered from both ranks, each example once: the MRR of the whole split, recomputed here.
+    results = json.loads((tmp_path / "out" / "eval_results.json").read_text())
+    model = SasaForCodeSearch.from_pretrained(tmp_path / "out").eval()
+    texts = prepared(validation)
+    code = encode_texts(model, tokenizer, texts["code"], texts["language"], max_length=128)
+    queries = encode_texts(model, tokenizer, texts["text"], None, max_length=32)
+    assert results["eval_samples"] == 37
+    assert SasaTokenizer.from_pretrained(tmp_path / "out").language == "python"  # the data's one language, saved
+    assert results["eval_mrr"] == pytest.approx(retrieval_mrr(queries, code), abs=1e-6)

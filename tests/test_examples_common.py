@@ -248,3 +248,56 @@ def test_check_model_fits_names_the_flag_to_change(bpe_dir):
         common.check_model_fits(config, tokenizer, 1024)
     with pytest.raises(ValueError, match=rf"the tokenizer has {len(tokenizer)} ids but the model only 100"):
         common.check_model_fits(tiny_config(vocab_size=100), tokenizer, 512)
+
+
+# --- compact AST links in the datasets cache ------------------------------------------------------------------------
+
+def leaf_type(feature) -> str:
+    while not isinstance(feature, datasets.Value):
+        feature = feature.feature
+    return feature.dtype
+
+
+def test_link_dtype_is_int16_up_to_32768_tokens():
+    assert common.link_dtype(1024) == common.link_dtype(32768) == "int16"
+    assert common.link_dtype(32769) == "int32"
+
+
+@pytest.mark.parametrize("pairs", [False, True], ids=["code", "clone pairs"])
+def test_ast_links_are_stored_as_int16_and_collate_to_the_same_tensors(bpe_dir, pairs):
+    """tokenize_splits (all four scripts) stores the links as int16; batches read from it are the tensors an int64
+    (datasets' default) copy of the same data gives, through a DataLoader with the scripts' collator."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from conftest import read_snippet
+
+    tokenizer = sasa.SasaTokenizer.from_pretrained(bpe_dir, language="python")
+    code = [read_snippet("example.py"), "def f(x):\n    return x\n", read_snippet("example.py")[:300], "x = 1"]
+    raw = datasets.Dataset.from_dict({"func1": code, "func2": code[::-1], "label": [0, 1, 1, 0]})
+
+    def tokenize(batch: dict[str, list]) -> dict[str, list]:
+        first = tokenizer(batch["func1"], truncation=True, max_length=128)
+        if not pairs:
+            return {**first, "labels": batch["label"]}
+        second = tokenizer(batch["func2"], truncation=True, max_length=128)
+        return {**{key: [list(pair) for pair in zip(first[key], second[key])] for key in first},
+                "labels": batch["label"]}
+
+    compact = common.tokenize_splits({"train": raw}, tokenize, common.DataArguments(max_source_length=128),
+                                     "Tokenizing")["train"]
+    wide = raw.map(tokenize, batched=True, remove_columns=raw.column_names)  # what the scripts stored before
+    assert (leaf_type(compact.features["ast_links"]), leaf_type(wide.features["ast_links"])) == ("int16", "int64")
+    per_token = compact.features["ast_links"].feature.feature if pairs else compact.features["ast_links"].feature
+    assert per_token.length == len(tokenizer.ast_relations)  # a fixed-size list: no offset per token
+    assert {name: feature for name, feature in compact.features.items() if name != "ast_links"} == {
+        name: feature for name, feature in wide.features.items() if name != "ast_links"}  # as datasets infers them
+    assert compact.data.column("ast_links").nbytes < wide.data.column("ast_links").nbytes / 3
+    collator = sasa.SasaDataCollator(tokenizer, pad_to_multiple_of=8)
+    batches = [list(DataLoader(dataset, batch_size=3, collate_fn=collator)) for dataset in (compact, wide)]
+    for from_compact, from_wide in zip(*batches):
+        assert from_compact.keys() == from_wide.keys()
+        for key, tensor in from_wide.items():
+            assert from_compact[key].dtype == tensor.dtype and torch.equal(from_compact[key], tensor), key
+    links = batches[0][0]["ast_links"]
+    assert links.shape[:-1] == batches[0][0]["input_ids"].shape and (links >= 0).any() and (links == -1).any()

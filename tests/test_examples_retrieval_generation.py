@@ -173,6 +173,14 @@ def test_prepare_reads_each_rows_language_and_joins_the_docstring_tokens():
     assert codesearchnet.prepare(no_column, language=None)["language"] == ["python", "python"]
 
 
+def test_only_language_names_the_data_language_when_there_is_one():
+    import datasets
+
+    python, java = (datasets.Dataset.from_dict({"language": names}) for names in (["python", "python"], ["java"]))
+    assert codesearchnet.only_language({"train": python, "validation": python}) == "python"
+    assert codesearchnet.only_language({"train": python, "test": java}) is None
+
+
 # --- code search -----------------------------------------------------------------------------------------------------
 
 def test_code_search_trains_and_ranks_each_query_against_the_whole_eval_split(search_run, workspace):
@@ -197,28 +205,32 @@ def test_code_search_trains_and_ranks_each_query_against_the_whole_eval_split(se
     assert os.path.isfile(os.path.join(output_dir, "test_results.json"))
 
 
-def test_code_search_model_works_in_sentence_transformers_with_ast_links(search_run, workspace):
-    # sentence-transformers 6's module paths and keyword names (5.x: sentence_transformers.models, model_args=...)
+def test_code_search_output_loads_in_sentence_transformers_with_ast_links(search_run, workspace):
+    """The output directory is a sentence-transformers model (its files written by the script): code through
+    encode_document with its AST links, queries through encode_query without, encode()'s vectors both."""
     sentence_transformers = pytest.importorskip("sentence_transformers", minversion="6.0")
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
     _, output_dir = search_run
-    codes = prepared(workspace["test"])["code"][:4]
-    remote = {"trust_remote_code": True}
-    transformer = Transformer(output_dir, model_kwargs=remote, processor_kwargs=remote, config_kwargs=remote,
-                              processing_kwargs={"text": {"language": "python"}})
-    features = transformer.preprocess(codes)
+    assert {"modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+            "sentence_transformers_module.py"} <= set(os.listdir(output_dir))
+    test = prepared(workspace["test"])
+    codes, queries = test["code"][:4], test["text"][:4]
+    encoder = sentence_transformers.SentenceTransformer(output_dir, trust_remote_code=True, device="cpu")
+    features = encoder.preprocess(codes, language="python", task="document")
     assert (features["ast_links"] >= 0).any()  # the tokenizer parsed the code ...
+    # the training data mixes languages, so the saved tokenizer has no default: code needs language=
+    vectors = encoder.encode_document(codes, language="python", convert_to_tensor=True, batch_size=len(codes))
+    query_vectors = encoder.encode_query(queries, convert_to_tensor=True)
     model = SasaForCodeSearch.from_pretrained(output_dir).eval()
-    pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode=model.config.pooling)
-    encoder = sentence_transformers.SentenceTransformer(modules=[transformer, pooling], device="cpu")
-    vectors = encoder.encode(codes, convert_to_tensor=True, batch_size=len(codes))
     tokenizer = SasaTokenizer.from_pretrained(output_dir)
     inputs = tokenizer(codes, language="python", padding=True, truncation=True, return_tensors="pt")
     with torch.no_grad():
         expected = model.encode(**inputs)
         without_links = model.encode(inputs["input_ids"], inputs["attention_mask"])
+        expected_queries = model.encode(**tokenizer(queries, language=None, padding=True, truncation=True,
+                                                    max_length=32, return_tensors="pt"))  # --max_query_length 32
     torch.testing.assert_close(vectors, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(query_vectors, expected_queries, atol=1e-5, rtol=1e-5)
     assert (expected - without_links).abs().max() > 1e-4  # ... and the links reached the model
 
 

@@ -83,6 +83,32 @@ def test_code_search_vectors_are_the_base_models_pooled_states(tmp_path, pooling
         torch.testing.assert_close(model.encode(code_ids, code_mask), expected)
 
 
+def test_encode_batches_encodes_a_pool_in_order_and_restores_the_mode():
+    """A pool given as padded batches (code with links, or the query_ group of a code-search batch) → one [N, H]
+    float32 CPU tensor, the same vectors as encode() on each batch; gather sees every batch's vectors."""
+    torch.manual_seed(0)
+    model = SasaForCodeSearch(tiny_config())
+    code_ids, code_mask = padded_batch([45, 30, 38])
+    links = links_for([45, 30, 38], 45)
+    query_ids, query_mask = padded_batch([12, 9, 5], seed=1)
+    batches = [dict(input_ids=code_ids[:2], attention_mask=code_mask[:2], ast_links=links[:2],
+                    query_input_ids=query_ids[:2], query_attention_mask=query_mask[:2]),
+               dict(input_ids=code_ids[2:], attention_mask=code_mask[2:], ast_links=links[2:],
+                    query_input_ids=query_ids[2:], query_attention_mask=query_mask[2:])]
+    gathered = []
+    code = model.encode_batches(batches, gather=lambda vectors: gathered.append(vectors) or vectors)
+    queries = model.encode_batches(batches, prefix="query_")
+    assert model.training  # put back as it was
+    assert code.shape == (3, 32) and code.dtype == torch.float32 and len(gathered) == 2
+    with torch.no_grad():
+        model.eval()
+        torch.testing.assert_close(code, torch.cat([model.encode(code_ids[:2], code_mask[:2], links[:2]),
+                                                    model.encode(code_ids[2:], code_mask[2:], links[2:])]))
+        torch.testing.assert_close(queries, torch.cat([model.encode(query_ids[:2], query_mask[:2]),
+                                                       model.encode(query_ids[2:], query_mask[2:])]))
+    assert model.encode_batches([]).shape == (0, 32)
+
+
 def test_unknown_pooling_is_a_clear_error():
     with pytest.raises(ValueError, match="pooling"):
         SasaForCodeSearch(tiny_config(pooling="max"))

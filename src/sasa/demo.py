@@ -12,7 +12,8 @@ checkpoint and shows the reloaded checkpoint at work:
    (:class:`DemoDidNotLearn` otherwise: ``sasa demo`` exits 1).
 4. Fine-tuning with ``transformers.Trainer`` (in-batch softmax over query · code), then MRR on the test pool.
 5. A checkpoint a user could push unchanged: config with ``auto_map``, code files, safetensors weights, tokenizer,
-   and a model card (``huggingface_hub.ModelCard``). Kept after the run.
+   a model card (``huggingface_hub.ModelCard``) and sentence-transformers' files (``SentenceTransformer(path,
+   trust_remote_code=True)``: ``encode_query``/``encode_document``). Kept after the run.
 6. Reload in a fresh Python in which ``import sasa`` fails (remote code, offline), check the vectors are identical,
    and print the top-3 functions the reloaded model retrieves for a few test queries.
 """
@@ -44,6 +45,7 @@ from .frequency import install_identifier_tokens
 from .model_card import write_model_card
 from .modeling_sasa import SasaForCodeSearch
 from .retrieval import encode_texts, retrieval_mrr
+from .sentence_transformers_files import save_sentence_transformers_files
 from .stdlib_corpus import Function, documented_functions, split_by_file
 from .tokenization_sasa import SasaTokenizer
 
@@ -56,6 +58,7 @@ MAX_CODE_TOKENS = 1024
 TRAIN_MIN_CHARS = 600
 TEST_MIN_CHARS = 1200
 MAX_QUERY_TOKENS = 64
+ENCODE_BATCH = 16  # texts encoded at a time, in the demo and in its reload script alike
 
 
 def stdlib_tokenizer(directory: str, files: int = 300, vocab_size: int = 8000) -> SasaTokenizer:
@@ -106,8 +109,8 @@ def training_features(functions: list[Function], tokenizer: SasaTokenizer) -> li
 
 def pool_mrr(model: SasaForCodeSearch, tokenizer: SasaTokenizer, test: list[Function]) -> tuple[float, torch.Tensor]:
     """MRR of every test query against the whole test pool, and the pool's code vectors."""
-    code = encode_texts(model, tokenizer, [f.code for f in test], "python", MAX_CODE_TOKENS)
-    queries = encode_texts(model, tokenizer, [f.docstring for f in test], None, MAX_QUERY_TOKENS)
+    code = encode_texts(model, tokenizer, [f.code for f in test], "python", MAX_CODE_TOKENS, ENCODE_BATCH)
+    queries = encode_texts(model, tokenizer, [f.docstring for f in test], None, MAX_QUERY_TOKENS, ENCODE_BATCH)
     return retrieval_mrr(queries, code), code
 
 
@@ -140,14 +143,12 @@ RELOAD_PROCESS = textwrap.dedent(
     tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=True)
     model = AutoModelForTextEncoding.from_pretrained(checkpoint, trust_remote_code=True).eval()
 
-    def encode(texts, language, max_length):
-        vectors = []
-        with torch.no_grad():
-            for text in texts:
-                inputs = tokenizer(text, language=language, truncation=True, max_length=max_length,
-                                   return_tensors="pt")
-                vectors.append(model.encode(**inputs)[0])
-        return torch.stack(vectors)
+    def encode(texts, language, max_length):  # the batches of sasa.retrieval.encode_texts, the model's own encoder
+        size = request["batch_size"]
+        batches = (tokenizer(texts[start:start + size], language=language, truncation=True, max_length=max_length,
+                             padding=True, pad_to_multiple_of=model.config.block_size, return_tensors="pt")
+                   for start in range(0, len(texts), size))
+        return model.encode_batches(batches)
 
     code = encode(request["code"], "python", request["max_code_tokens"])
     queries = encode(request["queries"], None, request["max_query_tokens"])
@@ -165,7 +166,8 @@ def reload_and_predict(checkpoint: str, test: list[Function], queries: list[int]
     """Load ``checkpoint`` in a fresh Python without the package (offline) and retrieve for the given test queries."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(dict(code=[f.code for f in test], queries=[test[i].docstring for i in queries], right=queries,
-                       max_code_tokens=MAX_CODE_TOKENS, max_query_tokens=MAX_QUERY_TOKENS), handle)
+                       max_code_tokens=MAX_CODE_TOKENS, max_query_tokens=MAX_QUERY_TOKENS, batch_size=ENCODE_BATCH),
+                  handle)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1")
     try:
@@ -231,9 +233,11 @@ def run_demo(output_dir: str = "out/sasa-code-search-demo", max_steps: int = 300
     print(f"result: test-pool MRR {mrr:.3f} after fine-tuning, beats the untrained baseline {baseline:.3f}")
 
     os.makedirs(output_dir, exist_ok=True)
+    tokenizer.model_max_length = config.max_sequence_length  # saved with it: where truncation must cut
     with quiet_checkpoint_io():
         model.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
+    save_sentence_transformers_files(model, output_dir, max_query_length=MAX_QUERY_TOKENS)  # sentence-transformers
     write_model_card(
         model, output_dir, task="code-search", dataset_name="python-stdlib-docstrings", language="python",
         data_description=(f"Documented functions of the Python {platform.python_version()} standard library: "

@@ -11,7 +11,7 @@ This file is shipped inside checkpoints: it imports torch, transformers and its 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -785,8 +785,8 @@ class SasaForCodeSearch(SasaPreTrainedModel):
     The vector is the mean of the last hidden states over the real tokens (``config.pooling="mean"``, as UniXcoder's
     code search) or the ``<s>`` token's state (``"cls"``). It is computed from the base model's output alone, so a
     plain ``AutoModel`` load of this checkpoint with the same pooling (e.g. sentence-transformers'
-    ``Pooling(pooling_mode="mean")``) gives the same vectors. :meth:`encode` turns code or queries into vectors for
-    retrieval on its own.
+    ``Pooling(pooling_mode="mean")``) gives the same vectors. :meth:`encode` turns a batch of code or queries into
+    vectors, :meth:`encode_batches` a whole pool of them (for ranking).
     """
 
     def __init__(self, config: SasaConfig):
@@ -808,6 +808,35 @@ class SasaForCodeSearch(SasaPreTrainedModel):
             return states[:, 0]
         weights = (torch.ones_like(input_ids) if attention_mask is None else attention_mask).to(states.dtype)[..., None]
         return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+    @torch.no_grad()
+    def encode_batches(
+        self,
+        batches: Iterable[Mapping[str, torch.Tensor]],
+        prefix: str = "",
+        gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Encode a pool of code or of queries for ranking: ``[N, H]`` float32 vectors on the CPU, one per example of
+        ``batches``, in order.
+
+        Each batch is a padded batch as the tokenizer (``padding=True, return_tensors="pt"``) or ``SasaDataCollator``
+        makes it; :meth:`encode` reads its ``{prefix}input_ids``, ``{prefix}attention_mask`` and
+        ``{prefix}ast_links`` (``prefix="query_"``: the queries of a code-search batch), moved to the model's device,
+        in eval mode (the model's mode is restored after). ``gather`` (e.g. Accelerate's ``gather_for_metrics``)
+        collects each batch's vectors from every process.
+        """
+        was_training = self.training
+        self.eval()
+        vectors = []
+        try:
+            for batch in batches:
+                inputs = {name: batch[prefix + name].to(self.device)
+                          for name in ("input_ids", "attention_mask", "ast_links") if prefix + name in batch}
+                embeds = self.encode(**inputs)
+                vectors.append((embeds if gather is None else gather(embeds)).float().cpu())
+        finally:
+            self.train(was_training)
+        return torch.cat(vectors) if vectors else torch.empty(0, self.config.hidden_size)
 
     def forward(
         self,

@@ -1,22 +1,39 @@
-"""Retrieval with a SASA bi-encoder: encode a pool of code and a list of queries, rank, score (MRR).
+"""Retrieval with a SASA bi-encoder on raw texts: encode a pool of code and a list of queries, rank, score (MRR).
 
-Used by ``sasa demo`` on raw texts (``examples/run_code_search.py`` evaluates its tokenized splits through the
-Trainer's own dataloader); works with any model that has
-``encode(input_ids, attention_mask, ast_links) -> [B, H]`` (:class:`~sasa.SasaForCodeSearch`).
+The encoding itself is the model's own :meth:`~sasa.SasaForCodeSearch.encode_batches` (shipped with checkpoints, so
+the same code runs where ``sasa`` is not installed); :func:`encode_texts` only tokenizes the texts into its batches.
+``sasa demo`` encodes with it, the demo's reload script builds the same batches with the checkpoint's own tokenizer,
+and ``examples/run_code_search.py`` feeds ``encode_batches`` the Trainer's dataloader.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 
-from .data_collator import SasaDataCollator
 from .metrics import mean_reciprocal_rank
 
 
-@torch.no_grad()
+def text_batches(
+    tokenizer,
+    texts: Sequence[str],
+    language: str | None | Sequence[str | None],
+    max_length: int,
+    batch_size: int = 16,
+    pad_to_multiple_of: int | None = None,
+) -> Iterator:
+    """Padded ``return_tensors="pt"`` batches of ``batch_size`` texts each (the last may be smaller), each text
+    truncated to ``max_length`` tokens: code with ``language=`` (one name, or one per text) for its AST links,
+    queries with ``language=None``."""
+    for start in range(0, len(texts), batch_size):
+        chunk = list(texts[start : start + batch_size])
+        languages = language[start : start + batch_size] if isinstance(language, (list, tuple)) else language
+        yield tokenizer(chunk, language=languages, truncation=True, max_length=max_length, padding=True,
+                        pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
+
+
 def encode_texts(
     model,
     tokenizer,
@@ -25,23 +42,14 @@ def encode_texts(
     max_length: int,
     batch_size: int = 16,
 ) -> torch.Tensor:
-    """``[N, H]`` vectors of ``texts`` (code with ``language=`` for its AST links, queries with ``language=None``),
-    encoded in batches in eval mode, each truncated to ``max_length`` tokens."""
-    was_training = model.training
-    model.eval()
-    collator = SasaDataCollator(tokenizer, pad_to_multiple_of=model.config.block_size)
-    device = next(model.parameters()).device
-    vectors = []
-    for start in range(0, len(texts), batch_size):
-        chunk = list(texts[start : start + batch_size])
-        languages = language[start : start + batch_size] if isinstance(language, (list, tuple)) else language
-        encoded = tokenizer(chunk, language=languages, truncation=True, max_length=max_length)
-        features = [{key: encoded[key][i] for key in ("input_ids", "attention_mask", "ast_links")}
-                    for i in range(len(chunk))]
-        batch = {key: tensor.to(device) for key, tensor in collator(features).items()}
-        vectors.append(model.encode(**batch).float().cpu())
-    model.train(was_training)
-    return torch.cat(vectors) if vectors else torch.empty(0, model.config.hidden_size)
+    """``[N, H]`` float32 vectors of ``texts`` (code with ``language=`` for its AST links, queries with
+    ``language=None``), each truncated to ``max_length`` tokens, encoded ``batch_size`` at a time by
+    ``model.encode_batches`` (any model with it: :class:`~sasa.SasaForCodeSearch`)."""
+    if isinstance(language, (list, tuple)) and len(language) != len(texts):
+        raise ValueError(f"language= has {len(language)} entries for {len(texts)} texts: give one language (or "
+                         "None) for all, or one per text.")
+    batches = text_batches(tokenizer, texts, language, max_length, batch_size, model.config.block_size)
+    return model.encode_batches(batches)
 
 
 def retrieval_mrr(query_vectors: torch.Tensor, code_vectors: torch.Tensor) -> float:
