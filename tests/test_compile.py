@@ -91,3 +91,20 @@ def test_bad_input_is_still_an_error_when_compiled():
     inputs["attention_mask"] = inputs["attention_mask"].flip(1)  # left padding
     with pytest.raises((RuntimeError, ValueError), match="right-padded"):
         compiled(**inputs)
+
+
+@pytest.mark.slow
+def test_the_composite_path_compiles_to_one_graph_equal_to_eager(monkeypatch):
+    """The path GPUs (and bf16) run, forced on the CPU: one graph with fullgraph=True, outputs equal to eager's."""
+    from sasa import sparse_attention
+
+    monkeypatch.setattr(sparse_attention, "fused_kernel_usable", lambda query: False)
+    torch._dynamo.reset()
+    model = classifier().eval()
+    inputs = batch([45, 30])
+    explanation = torch._dynamo.explain(model)(**inputs)
+    assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), [
+        reason.reason for reason in explanation.break_reasons]
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(**inputs).logits, model(**inputs).logits, atol=1e-5, rtol=1e-5)

@@ -147,8 +147,8 @@ def sasa_blocks_attention_forward(
         dense = torch.matmul(dense, v.view(batch, heads, length, head_dim))
         out = torch.cat([dense.view(batch, heads, num_global, size, head_dim), out[:, :, num_global:]], dim=2)
 
-    if not layout.memo("all_blocks_real", lambda: bool(layout.real_blocks.all())):
-        out = out * layout.real_blocks[:, None, :, None, None]  # padding query blocks: zeros (their rows had no key)
+    # Padding query blocks: zeros (their rows had no key). Unconditional, so torch.compile traces one graph.
+    out = out * layout.real_blocks[:, None, :, None, None].to(out.dtype)
     return out.view(batch, heads, length, head_dim).transpose(1, 2).contiguous(), None
 
 
