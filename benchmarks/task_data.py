@@ -1,0 +1,253 @@
+"""The task benchmark's data, tokenized: pre-training pieces, variable-misuse rows and code-search rows, split by file.
+
+:func:`prepare` reads a corpus (the running interpreter's standard library by default; ``--corpus`` files, globs or
+JSONL in any language SASA parses), trains a byte-level BPE on the training files, cuts the functions
+(:mod:`code_tasks`) and turns every example into token positions. The result is cached on disk by its settings, so
+every encoder and seed of a run (each in its own process) reads the same data.
+
+Token conventions (the learned probe's recipe, :mod:`mlm_probe`, for every encoder alike): each token's *type* is its
+left neighbour's id, so copying a name from where the same context occurred is one attention hop; the variable-misuse
+rows mark nothing else. Positions are token indices of the sequence with ``<s>`` at 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+import code_tasks
+
+#: The window every far bucket is defined against (SASA's default: blocks of 32, radius 1, 1 global block).
+BLOCK, RADIUS, GLOBAL = 32, 1, 1
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Everything the prepared data depends on (the cache key)."""
+
+    corpus: tuple[str, ...] = ()  # files/globs/JSONL; empty: the standard library
+    vocab_size: int = 4000
+    max_length: int = 1024  # tokens per sequence, <s> and </s> included
+    min_unit_tokens: int = 256  # shorter functions are not used for variable misuse
+    test_min_tokens: int = 512  # held-out misuse units are at least this long (bugs beyond 512 exist)
+    train_sites: int = 6  # bug sites per training function (each with its bug-free copy)
+    test_sites: int = 4  # bug sites per held-out function
+    far_chars: int = 400  # sites whose evidence is farther are sampled first (far_share of them)
+    train_far_share: float = 0.5
+    test_far_share: float = 0.8
+    search_min_tokens: int = 128  # code-search functions (documented) at least this long
+    test_every: int = 4  # a quarter of the files held out
+    seed: int = 0
+
+    def key(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Sequence:
+    """One tokenized sequence: ids, AST links ([L, R]), and its language and file."""
+
+    input_ids: torch.Tensor
+    ast_links: torch.Tensor
+    file: str
+
+
+@dataclass
+class MisuseRow(Sequence):
+    buggy: bool = False
+    site: int = 0  # token of the (replaced) use
+    repairs: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # tokens of the right var
+    candidates: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # every variable token
+    evidence_tokens: int = 0  # tokens from the site to the nearest repair token
+    far: bool = False  # every repair token lies outside the site's window blocks and the global block
+
+
+@dataclass
+class SearchRow:
+    code: Sequence
+    query: torch.Tensor  # the query's ids (no AST links)
+
+
+@dataclass
+class TaskData:
+    settings: DataSettings
+    tokenizer_dir: str
+    vocab_size: int
+    pad_id: int
+    mask_id: int
+    identifier: torch.Tensor  # [V] bool: identifier-like ids (masked by the pre-training, matched by SASA's top-k)
+    pretrain: list[Sequence]
+    pretrain_candidates: list[torch.Tensor]  # [L] bool per piece: identifier pieces that recur (maskable)
+    misuse_train: list[MisuseRow]
+    misuse_test: list[MisuseRow]
+    search_train: list[SearchRow]
+    search_test: list[SearchRow]
+    summary: dict
+
+
+def _train_tokenizer(texts: list[str], directory: str, vocab_size: int):
+    from tokenizers import ByteLevelBPETokenizer
+
+    from sasa import SasaTokenizer
+
+    with tempfile.TemporaryDirectory() as scratch:
+        paths = []
+        for index in range(0, len(texts), 200):
+            path = os.path.join(scratch, f"{index}.txt")
+            with open(path, "w", encoding="utf-8", errors="replace") as handle:
+                handle.write("\n".join(texts[index : index + 200]))
+            paths.append(path)
+        trainer = ByteLevelBPETokenizer()
+        trainer.train(paths, vocab_size=vocab_size, min_frequency=2, show_progress=False,
+                      special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    os.makedirs(directory, exist_ok=True)
+    trainer.save_model(directory)
+    return SasaTokenizer.from_pretrained(directory)
+
+
+def _token_finder(offsets: list[tuple[int, int]]):
+    """A function from a character offset to the token whose span holds it (``-1``: cut off, or between tokens)."""
+    import numpy as np
+
+    spans = np.array(offsets, dtype=np.int64).reshape(-1, 2)
+    empty = spans[:, 1] <= spans[:, 0]  # special tokens: (0, 0)
+    starts = np.maximum.accumulate(np.where(empty, 0, spans[:, 0]))
+    ends = np.where(empty, starts, spans[:, 1])
+
+    def token_at(char: int) -> int:
+        index = int(np.searchsorted(starts, char, "right")) - 1
+        while index > 0 and ends[index] <= char and starts[index] == starts[index - 1]:
+            index -= 1  # an empty special token shares the start of the token before it
+        return index if index >= 0 and starts[index] <= char < ends[index] else -1
+
+    return token_at
+
+
+def _is_far(site: int, repairs: list[int]) -> bool:
+    block = site // BLOCK
+    return block >= GLOBAL and all(abs(r // BLOCK - block) > RADIUS and r // BLOCK >= GLOBAL for r in repairs)
+
+
+def misuse_rows(examples: list[code_tasks.MisuseExample], tokenizer, max_length: int) -> list[MisuseRow]:
+    """Tokenize variable-misuse examples; a row needs its site and at least one repair inside ``max_length``."""
+    rows = []
+    for start in range(0, len(examples), 64):
+        chunk = examples[start : start + 64]
+        encoding = tokenizer([e.code for e in chunk], language=[e.language for e in chunk], truncation=True,
+                             max_length=max_length, return_offsets_mapping=True)
+        for example, ids, links, offsets in zip(chunk, encoding["input_ids"], encoding["ast_links"],
+                                                encoding["offset_mapping"]):
+            token_at = _token_finder(offsets)
+            site = token_at(example.site[0])
+            repairs = sorted({t for t in map(token_at, (s for s, _ in example.repairs)) if t > 0})
+            candidates = sorted({t for t in map(token_at, (s for s, _ in example.candidates)) if t > 0})
+            if site <= 0 or not repairs:
+                continue
+            rows.append(MisuseRow(torch.tensor(ids), torch.tensor(links, dtype=torch.int16).reshape(len(ids), -1),
+                                  example.file, example.buggy, site, torch.tensor(repairs), torch.tensor(candidates),
+                                  min(abs(r - site) for r in repairs), _is_far(site, repairs)))
+    return rows
+
+
+def _pieces(sources: list[tuple[str, str, str]], tokenizer, max_length: int) -> list[tuple[str, str, str]]:
+    """Whole files cut at line boundaries into pieces of at most ``max_length`` tokens (pre-training data)."""
+    pieces = []
+    budget = max_length - 2
+    for code, language, file in sources:
+        lines = code.splitlines(keepends=True)
+        if not lines:
+            continue
+        sizes = [len(ids) for ids in tokenizer(lines, language=None, add_special_tokens=False)["input_ids"]]
+        current, used = [], 0
+        for line, size in zip(lines + [None], sizes + [budget + 1]):
+            if current and (line is None or used + size > budget):
+                if used >= budget // 2:
+                    pieces.append(("".join(current), language, file))
+                current, used = [], 0
+            if line is not None and size <= budget:
+                current.append(line)
+                used += size
+    return pieces
+
+
+def prepare(settings: DataSettings, cache_dir: str, progress=print) -> TaskData:
+    """The benchmark's data for ``settings``, from ``cache_dir`` when prepared before (see the module docstring)."""
+    path = os.path.join(cache_dir, f"data-{settings.key()}.pt")
+    if os.path.exists(path):
+        return torch.load(path, weights_only=False)
+    started = time.perf_counter()
+    from mlm_probe import copy_candidates
+
+    from sasa.frequency import identifier_vocabulary
+
+    sources = (code_tasks.read_sources(list(settings.corpus)) if settings.corpus
+               else code_tasks.standard_library_sources())
+    train_sources, test_sources = code_tasks.split_by_file(
+        [code_tasks.Unit(code, language, file, file, ()) for code, language, file in sources], settings.test_every)
+    train_files = {u.file for u in train_sources}
+    tokenizer_dir = os.path.join(cache_dir, f"tokenizer-{settings.key()}")
+    tokenizer = _train_tokenizer([u.code for u in train_sources], tokenizer_dir, settings.vocab_size)
+    identifier = identifier_vocabulary(tokenizer)
+
+    units = code_tasks.unique_units([unit for code, language, file in sources
+                                     for unit in code_tasks.function_units(code, language, file)])
+    lengths = [len(ids) for ids in tokenizer([u.code for u in units], language=None)["input_ids"]]
+    train_units = [u for u, n in zip(units, lengths) if u.file in train_files]
+    test_units = [u for u, n in zip(units, lengths) if u.file not in train_files]
+    length_of = {u.name: n for u, n in zip(units, lengths)}
+    rng = random.Random(settings.seed)
+    misuse_train = misuse_rows(
+        [e for u in train_units if settings.min_unit_tokens <= length_of[u.name] <= settings.max_length
+         for e in code_tasks.misuse_examples(u, rng, settings.train_sites, settings.far_chars,
+                                             settings.train_far_share)], tokenizer, settings.max_length)
+    misuse_test = misuse_rows(
+        [e for u in test_units if settings.test_min_tokens <= length_of[u.name] <= settings.max_length
+         for e in code_tasks.misuse_examples(u, rng, settings.test_sites, settings.far_chars,
+                                             settings.test_far_share)], tokenizer, settings.max_length)
+
+    def search_rows(selected: list[code_tasks.Unit]) -> list[SearchRow]:
+        pairs = code_tasks.search_pairs([u for u in selected if length_of[u.name] >= settings.search_min_tokens])
+        code = tokenizer([p.code for p in pairs], language=[p.language for p in pairs], truncation=True,
+                         max_length=settings.max_length)
+        queries = tokenizer([p.query for p in pairs], language=None, truncation=True, max_length=64)
+        return [SearchRow(Sequence(torch.tensor(ids), torch.tensor(links, dtype=torch.int16).reshape(len(ids), -1),
+                                   p.file), torch.tensor(query))
+                for p, ids, links, query in zip(pairs, code["input_ids"], code["ast_links"], queries["input_ids"])]
+
+    pieces = _pieces([(u.code, u.language, u.file) for u in train_sources], tokenizer, settings.max_length)
+    encoded = tokenizer([p[0] for p in pieces], language=[p[1] for p in pieces], truncation=True,
+                        max_length=settings.max_length)
+    pretrain, candidates = [], []
+    for (_, _, file), ids, links in zip(pieces, encoded["input_ids"], encoded["ast_links"]):
+        ids = torch.tensor(ids)
+        maskable = copy_candidates(ids, identifier)
+        if maskable.any():
+            pretrain.append(Sequence(ids, torch.tensor(links, dtype=torch.int16).reshape(len(ids), -1), file))
+            candidates.append(maskable)
+    buggy_test = [r for r in misuse_test if r.buggy]
+    summary = dict(
+        sources=len(sources), files_train=len(train_files), files_test=len(sources) - len(train_files),
+        languages=sorted({language for _, language, _ in sources}), functions=len(units),
+        pretrain_pieces=len(pretrain), pretrain_tokens=sum(len(s.input_ids) for s in pretrain),
+        misuse_train=len(misuse_train), misuse_test=len(misuse_test), misuse_test_buggy=len(buggy_test),
+        misuse_test_far=sum(r.far for r in buggy_test), misuse_test_beyond_512=sum(r.site >= 512 for r in buggy_test),
+        search_train=len(search_rows_train := search_rows(train_units)), search_test=0,
+    )
+    search_test = search_rows(test_units)
+    summary["search_test"] = len(search_test)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    data = TaskData(settings, tokenizer_dir, len(tokenizer), tokenizer.pad_token_id, tokenizer.mask_token_id,
+                    identifier, pretrain, candidates, misuse_train, misuse_test, search_rows_train, search_test,
+                    summary)
+    os.makedirs(cache_dir, exist_ok=True)
+    torch.save(data, path)
+    progress(f"data: {json.dumps(summary)}")
+    return data

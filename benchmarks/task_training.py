@@ -1,0 +1,279 @@
+"""What every encoder of the task benchmark goes through, the same for all: self-pre-training, then fine-tuning with
+small heads on ``last_hidden_state`` (:mod:`task_encoders` gives them one call).
+
+* Pre-training: the learned probe's identifier-copy masked LM (:mod:`mlm_probe`): identifier pieces that recur in the
+  sequence are masked, a tied decoder predicts them. Every encoder gets the same data, steps, optimiser and seed.
+* Variable misuse (GREAT's two pointers): a location pointer over ``<s>`` (no bug) and the variable tokens, and a repair
+  pointer over the variable tokens, both one linear score per token. The encoder has to carry the evidence to the
+  tokens: a pointer head sees one token at a time.
+* Code search: a bi-encoder (mean pooling), in-batch softmax; MRR over the held-out pool.
+
+Batches are right-padded to whole blocks; each token's type is its left neighbour's id (the probe's recipe).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from task_data import BLOCK, MisuseRow, SearchRow, Sequence, TaskData
+
+
+def neighbour_types(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """``[B, L]``: each token's type is the id of the token before it (0 for ``<s>`` and padding)."""
+    types = torch.zeros_like(input_ids)
+    types[:, 1:] = input_ids[:, :-1] * attention_mask[:, 1:]
+    return types
+
+
+def pad_batch(sequences: list[Sequence], pad_id: int, multiple: int = BLOCK) -> dict[str, torch.Tensor]:
+    """``input_ids``, ``attention_mask``, ``token_type_ids`` (neighbour types), ``ast_links`` of right-padded
+    sequences (length rounded up to ``multiple``)."""
+    length = -(-max(len(s.input_ids) for s in sequences) // multiple) * multiple
+    relations = sequences[0].ast_links.shape[1]
+    input_ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros(len(sequences), length, dtype=torch.long)
+    ast_links = torch.full((len(sequences), length, relations), -1, dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        size = len(sequence.input_ids)
+        input_ids[row, :size] = sequence.input_ids
+        attention_mask[row, :size] = 1
+        ast_links[row, :size] = sequence.ast_links.long()
+    return dict(input_ids=input_ids, attention_mask=attention_mask,
+                token_type_ids=neighbour_types(input_ids, attention_mask), ast_links=ast_links)
+
+
+def _schedule(optimizer, steps: int, warmup: float = 0.05):
+    warmup_steps = max(1, int(warmup * steps))
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, steps - warmup_steps)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _optimizer(parameters, learning_rate: float) -> torch.optim.Optimizer:
+    parameters = list(parameters)
+    decay = [p for p in parameters if p.dim() >= 2]
+    rest = [p for p in parameters if p.dim() < 2]
+    return torch.optim.AdamW([dict(params=decay, weight_decay=0.01), dict(params=rest, weight_decay=0.0)],
+                             lr=learning_rate, betas=(0.9, 0.98), eps=1e-6)
+
+
+def train_loop(parameters: list[nn.Parameter], loss_of_step: Callable[[int], torch.Tensor], steps: int,
+               learning_rate: float, log: Callable[[str], None] | None = None, log_every: int = 100) -> dict:
+    """AdamW with warm-up and cosine decay, gradients clipped at 1; returns the mean loss of the last 10 % of steps,
+    the median seconds per step and the seconds in all."""
+    optimizer = _optimizer(parameters, learning_rate)
+    scheduler = _schedule(optimizer, steps)
+    losses, times = [], []
+    started = time.perf_counter()
+    for step in range(steps):
+        begun = time.perf_counter()
+        loss = loss_of_step(step)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        times.append(time.perf_counter() - begun)
+        if log and (step + 1) % log_every == 0:
+            log(f"    step {step + 1}/{steps}: loss {sum(losses[-log_every:]) / log_every:.3f}")
+    times.sort()
+    return dict(final_loss=sum(losses[-max(1, steps // 10):]) / max(1, len(losses[-max(1, steps // 10):])),
+                seconds_per_step=times[len(times) // 2] if times else float("nan"),
+                seconds=time.perf_counter() - started)
+
+
+# ----------------------------------------------------------------------------------------------------- pre-training
+
+class MaskedLMHead(nn.Module):
+    """dense → gelu → LayerNorm → decoder tied to the encoder's word embeddings (RoBERTa's head), identity start."""
+
+    def __init__(self, embeddings: nn.Embedding):
+        super().__init__()
+        hidden = embeddings.weight.shape[1]
+        self.dense = nn.Linear(hidden, hidden)
+        self.norm = nn.LayerNorm(hidden)
+        self.embeddings = embeddings
+        self.bias = nn.Parameter(torch.zeros(embeddings.weight.shape[0]))
+        with torch.no_grad():
+            self.dense.weight.copy_(torch.eye(hidden))
+            self.dense.bias.zero_()
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return self.norm(F.gelu(self.dense(states))) @ self.embeddings.weight.T + self.bias
+
+
+def pretrain(encoder, data: TaskData, steps: int, seed: int, batch_size: int = 4, learning_rate: float = 2e-3,
+             mask_rate: float = 0.25, log=None) -> dict:
+    """Identifier-copy masked-LM pre-training of ``encoder`` on ``data.pretrain`` (every encoder alike)."""
+    from mlm_probe import sample_mask
+
+    head = MaskedLMHead(encoder.word_embeddings)
+    generator = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    encoder.train()
+
+    def loss_of_step(step: int) -> torch.Tensor:
+        if len(order) < batch_size:
+            order.extend(torch.randperm(len(data.pretrain), generator=generator).tolist())
+        chosen = [order.pop(0) for _ in range(batch_size)]
+        batch = pad_batch([data.pretrain[i] for i in chosen], data.pad_id)
+        masked = torch.zeros_like(batch["attention_mask"], dtype=torch.bool)
+        for row, index in enumerate(chosen):
+            candidates = data.pretrain_candidates[index]
+            masked[row, : len(candidates)] = sample_mask(candidates, mask_rate, generator)
+        labels = batch["input_ids"][masked]
+        batch["input_ids"] = batch["input_ids"].masked_fill(masked, data.mask_id)
+        batch["token_type_ids"] = neighbour_types(batch["input_ids"], batch["attention_mask"])
+        states = encoder(**batch)
+        return F.cross_entropy(head(states[masked]), labels)
+
+    parameters = list({id(p): p for p in [*encoder.parameters(), *head.parameters()]}.values())
+    return train_loop(parameters, loss_of_step, steps, learning_rate, log)
+
+
+# --------------------------------------------------------------------------------------------------- variable misuse
+
+class PointerHeads(nn.Module):
+    """GREAT's two pointers: a location score and a repair score per token."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.location = nn.Linear(hidden, 1)
+        self.repair = nn.Linear(hidden, 1)
+
+
+def _misuse_batch(rows: list[MisuseRow], pad_id: int) -> tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor]:
+    batch = pad_batch(rows, pad_id)
+    candidates = torch.zeros_like(batch["attention_mask"], dtype=torch.bool)
+    repairs = torch.zeros_like(candidates)
+    location = torch.zeros(len(rows), dtype=torch.long)
+    for row, example in enumerate(rows):
+        candidates[row, example.candidates] = True
+        repairs[row, example.repairs] = True
+        location[row] = example.site if example.buggy else 0
+    return batch, candidates, repairs, location
+
+
+def _pointer_logits(heads: PointerHeads, states: torch.Tensor, candidates: torch.Tensor):
+    lowest = torch.finfo(states.dtype).min
+    may_locate = candidates.clone()
+    may_locate[:, 0] = True  # <s>: no bug
+    location = heads.location(states).squeeze(-1).masked_fill(~may_locate, lowest)
+    repair = heads.repair(states).squeeze(-1).masked_fill(~candidates, lowest)
+    return location, repair
+
+
+def misuse_loss(heads, states, candidates, repairs, location) -> torch.Tensor:
+    """Cross-entropy of the location pointer, plus, on buggy rows, minus the log of the repair pointer's mass on the
+    right variable's tokens (any of them repairs the bug)."""
+    location_logits, repair_logits = _pointer_logits(heads, states, candidates)
+    loss = F.cross_entropy(location_logits, location)
+    buggy = location > 0
+    if buggy.any():
+        logits = repair_logits[buggy]
+        right = logits.masked_fill(~repairs[buggy], torch.finfo(logits.dtype).min)
+        loss = loss + (torch.logsumexp(logits, -1) - torch.logsumexp(right, -1)).mean()
+    return loss
+
+
+def finetune_misuse(encoder, data: TaskData, steps: int, seed: int, batch_size: int = 8, learning_rate: float = 1e-3,
+                    log=None) -> tuple[PointerHeads, dict]:
+    heads = PointerHeads(encoder.word_embeddings.weight.shape[1])
+    rng = random.Random(seed)
+    encoder.train()
+
+    def loss_of_step(step: int) -> torch.Tensor:
+        batch, candidates, repairs, location = _misuse_batch(rng.sample(data.misuse_train, batch_size), data.pad_id)
+        return misuse_loss(heads, encoder(**batch), candidates, repairs, location)
+
+    parameters = [*encoder.parameters(), *heads.parameters()]
+    return heads, train_loop(parameters, loss_of_step, steps, learning_rate, log)
+
+
+@torch.no_grad()
+def evaluate_misuse(encoder, heads: PointerHeads, rows: list[MisuseRow], pad_id: int, batch_size: int = 16) -> dict:
+    """GREAT's metrics overall and by bucket: ``classification`` (bug or no bug), ``localization`` and ``repair`` and
+    ``joint`` (both right) on buggy rows; buckets: the right variable's nearest other occurrence near (inside the
+    site's window blocks) or far, the bug in the first 512 tokens or beyond."""
+    encoder.eval()
+    outcomes = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        batch, candidates, repairs, location = _misuse_batch(chunk, pad_id)
+        location_logits, repair_logits = _pointer_logits(heads, encoder(**batch), candidates)
+        found, repaired = location_logits.argmax(-1), repair_logits.argmax(-1)
+        for row, example in enumerate(chunk):
+            outcomes.append(dict(buggy=example.buggy, far=example.far, beyond=example.site >= 512,
+                                 classified=bool((found[row] > 0) == example.buggy),
+                                 located=bool(found[row] == location[row]),
+                                 repaired=bool(repairs[row, repaired[row]])))
+    buggy = [o for o in outcomes if o["buggy"]]
+
+    def share(selected: list[dict], key: str) -> float:
+        return sum(o[key] for o in selected) / len(selected) if selected else float("nan")
+
+    def joint(selected: list[dict]) -> float:
+        return sum(o["located"] and o["repaired"] for o in selected) / len(selected) if selected else float("nan")
+
+    result = dict(classification=share(outcomes, "classified"), localization=share(buggy, "located"),
+                  repair=share(buggy, "repaired"), joint=joint(buggy), examples=len(outcomes), buggy=len(buggy))
+    for bucket, selected in (("far", [o for o in buggy if o["far"]]), ("near", [o for o in buggy if not o["far"]]),
+                             ("beyond_512", [o for o in buggy if o["beyond"]]),
+                             ("within_512", [o for o in buggy if not o["beyond"]])):
+        result[f"joint_{bucket}"] = joint(selected)
+        result[f"repair_{bucket}"] = share(selected, "repaired")
+        result[f"localization_{bucket}"] = share(selected, "located")
+        result[f"count_{bucket}"] = len(selected)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------------ code search
+
+def _embed(encoder, sequences: list[Sequence], pad_id: int) -> torch.Tensor:
+    batch = pad_batch(sequences, pad_id)
+    states = encoder(**batch)
+    weights = batch["attention_mask"].to(states.dtype)[..., None]
+    return (states * weights).sum(1) / weights.sum(1)
+
+
+def _queries(rows: list[SearchRow]) -> list[Sequence]:
+    return [Sequence(row.query, torch.full((len(row.query), 1), -1, dtype=torch.int16), row.code.file) for row in rows]
+
+
+def finetune_search(encoder, data: TaskData, steps: int, seed: int, batch_size: int = 8, learning_rate: float = 1e-3,
+                    log=None) -> dict:
+    rng = random.Random(seed)
+    encoder.train()
+
+    def loss_of_step(step: int) -> torch.Tensor:
+        rows = rng.sample(data.search_train, batch_size)
+        code = _embed(encoder, [r.code for r in rows], data.pad_id)
+        queries = _embed(encoder, _queries(rows), data.pad_id)
+        return F.cross_entropy(queries @ code.T, torch.arange(len(rows)))
+
+    return train_loop(list(encoder.parameters()), loss_of_step, steps, learning_rate, log)
+
+
+@torch.no_grad()
+def evaluate_search(encoder, rows: list[SearchRow], pad_id: int, batch_size: int = 16) -> dict:
+    """MRR of every held-out query against the whole held-out pool of code."""
+    encoder.eval()
+    code = torch.cat([_embed(encoder, [r.code for r in rows[i : i + batch_size]], pad_id)
+                      for i in range(0, len(rows), batch_size)])
+    queries = torch.cat([_embed(encoder, _queries(rows[i : i + batch_size]), pad_id)
+                         for i in range(0, len(rows), batch_size)])
+    scores = queries @ code.T
+    ranks = 1 + (scores > scores.diagonal()[:, None]).sum(1)
+    return dict(mrr=float((1.0 / ranks.float()).mean()), pool=len(rows))
