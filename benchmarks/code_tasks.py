@@ -123,7 +123,7 @@ def standard_library_sources() -> list[tuple[str, str, str]]:
 # ------------------------------------------------------------------------------------------------------------ units
 
 COMMENTS = {"comment", "line_comment", "block_comment"}
-DOC_MARKERS = re.compile(r"^\s*(/\*\*?|\*/|\*|//+|#+)\s?", re.MULTILINE)
+DOC_MARKERS = re.compile(r"^\s*(/\*\*?|\*/|\*|//+|#+)\s?|\s*\*+/\s*$", re.MULTILINE)
 
 
 def _captures(source: bytes, language: str) -> tuple[object, dict]:

@@ -33,6 +33,7 @@ class DataSettings:
     """Everything the prepared data depends on (the cache key)."""
 
     corpus: tuple[str, ...] = ()  # files/globs/JSONL; empty: the standard library
+    limit_sources: int | None = None  # read only the first N source files (quick runs)
     vocab_size: int = 4000
     max_length: int = 1024  # tokens per sequence, <s> and </s> included
     min_unit_tokens: int = 256  # shorter functions are not used for variable misuse
@@ -189,7 +190,7 @@ def prepare(settings: DataSettings, cache_dir: str, progress=print) -> TaskData:
     from sasa.frequency import identifier_vocabulary
 
     sources = (code_tasks.read_sources(list(settings.corpus)) if settings.corpus
-               else code_tasks.standard_library_sources())
+               else code_tasks.standard_library_sources())[: settings.limit_sources]
     train_sources, test_sources = code_tasks.split_by_file(
         [code_tasks.Unit(code, language, file, file, ()) for code, language, file in sources], settings.test_every)
     train_files = {u.file for u in train_sources}

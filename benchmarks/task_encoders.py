@@ -93,14 +93,17 @@ class Encoder(nn.Module):
             states = nn.functional.pad(states, (0, 0, 0, length - keep))
         return states
 
-    def density(self, attention_mask: torch.Tensor) -> float:
-        """Computed (query, key) token pairs / real token pairs, for these inputs (``[B, L]`` mask)."""
+    @torch.no_grad()
+    def density(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                ast_links: torch.Tensor | None = None) -> float:
+        """Computed (query, key) token pairs / real token pairs, for these inputs (SASA: its layout of them)."""
         real = attention_mask.sum(1).double()
         length = attention_mask.shape[1]
         kind = self.spec.kind
         if kind == "sasa":
-            ids = torch.full(attention_mask.shape, 5, dtype=torch.long)
-            return float(self.model.layout(ids, attention_mask).density())
+            layout = self.model.layout(input_ids, attention_mask, ast_links)
+            pairs = layout.token_mask() & attention_mask.bool()[:, :, None]
+            return float(pairs.sum() / (real**2).sum())
         if kind == "roberta":
             keep = torch.clamp(real, max=self.spec.truncate or length)
             return float((keep**2).sum() / (real**2).sum())

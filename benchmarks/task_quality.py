@@ -1,0 +1,324 @@
+"""Does the structure win on tasks? SASA against RoBERTa-512, full attention, BigBird and Longformer at equal budget.
+
+Every encoder of :mod:`task_encoders` (same width, depth, heads, FFN, vocabulary and tokenizer; they differ only in
+which keys a query attends to) is self-pre-trained with the same objective and budget on the training files, then
+fine-tuned with the same small heads on ``last_hidden_state`` (:mod:`task_training`), with the same steps, optimiser,
+learning-rate rule and seeds:
+
+* **variable misuse** (GREAT's pointers), on long functions of the held-out files, reported overall and by bucket
+  (evidence near or far: is any other occurrence of the right variable inside the bug's window blocks; bug within the
+  first 512 tokens or beyond);
+* **code search** (documentation → function, MRR over the held-out pool): where structure is not needed.
+
+The data (:mod:`task_data`, from :mod:`code_tasks`) is generated from real code with labels correct by construction,
+split by file. Each (encoder, seed) runs in its own process (clean peak memory) and appends its rows to the results
+file as soon as each task finishes, so an interrupted run resumes where it stopped (and can span sessions).
+
+    python benchmarks/task_quality.py --quick                         # minutes: the plumbing, 3 encoders, 1 seed
+    python benchmarks/task_quality.py --results docs/task_quality.jsonl --png docs/task_quality
+    python benchmarks/task_quality.py --corpus '/usr/share/go-1.19/src/**/*.go' --results go.jsonl
+
+The table gives mean ± std over seeds per encoder, the density of its attention, time per training step and peak
+memory of fine-tuning, then the discrimination check (can the benchmark tell full attention from RoBERTa-512 on bugs
+beyond 512 tokens, and from the window alone on far evidence?) and the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+#: The encoder every row shares: small enough for a CPU run, as the learned probe.
+SIZE = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512)
+DEFAULT_ENCODERS = ["SASA (default layout)", "SASA window + global", "SASA random 3", "SASA AST only",
+                    "SASA top-k only", "RoBERTa-512", "RoBERTa full", "BigBird", "BigBird (SASA budget)",
+                    "Longformer", "Longformer (SASA budget)"]
+QUICK_ENCODERS = ["SASA (default layout)", "SASA window + global", "RoBERTa-512"]
+
+
+@dataclass
+class RunSettings:
+    pretrain_steps: int = 800
+    misuse_steps: int = 800
+    search_steps: int = 300
+    pretrain_batch: int = 4
+    finetune_batch: int = 8
+    pretrain_learning_rate: float = 2e-3
+    finetune_learning_rate: float = 1e-3
+    threads: int = 2
+    tasks: tuple[str, ...] = ("misuse", "search")
+
+
+@dataclass
+class Plan:
+    data: object  # task_data.DataSettings
+    run: RunSettings
+    encoders: list[str]
+    seeds: list[int]
+    cache_dir: str
+    results: str
+    extra: dict = field(default_factory=dict)
+
+
+def read_results(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def append_result(path: str, row: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _peak_rss_reset() -> None:
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+def _rss(name: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(name + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def run_one(plan: Plan, encoder_name: str, seed: int, done_tasks: set[str], log=print) -> None:
+    """Pre-train one encoder with one seed, then fine-tune and evaluate it on each task not yet in the results."""
+    import copy
+
+    import torch
+
+    import task_data
+    import task_encoders
+    import task_training
+
+    torch.set_num_threads(plan.run.threads)
+    data = task_data.prepare(plan.data, plan.cache_dir, log)
+    encoder = task_encoders.build_encoder(encoder_name, data.vocab_size, data.vocab_size, plan.data.max_length, SIZE,
+                                          data.pad_id, seed, matchable=data.identifier)
+    key = dict(encoder=encoder_name, seed=seed, data=plan.data.key(), run=asdict(plan.run), size=SIZE)
+    log(f"{encoder_name}, seed {seed}: pre-training {plan.run.pretrain_steps} steps")
+    pretrained = task_training.pretrain(encoder, data, plan.run.pretrain_steps, seed, plan.run.pretrain_batch,
+                                        plan.run.pretrain_learning_rate, log=log)
+    state = copy.deepcopy(encoder.state_dict())
+    sample = task_training.pad_batch(data.misuse_test[:16], data.pad_id)
+    density = encoder.density(sample["input_ids"], sample["attention_mask"], sample["ast_links"])
+    for task in plan.run.tasks:
+        if task in done_tasks:
+            continue
+        encoder.load_state_dict(state)
+        resting = _rss("VmRSS")
+        _peak_rss_reset()
+        if task == "misuse":
+            heads, trained = task_training.finetune_misuse(encoder, data, plan.run.misuse_steps, seed,
+                                                           plan.run.finetune_batch, plan.run.finetune_learning_rate,
+                                                           log=log)
+            peak = _rss("VmHWM") - resting
+            metrics = task_training.evaluate_misuse(encoder, heads, data.misuse_test, data.pad_id)
+        else:
+            trained = task_training.finetune_search(encoder, data, plan.run.search_steps, seed,
+                                                    plan.run.finetune_batch, plan.run.finetune_learning_rate, log=log)
+            peak = _rss("VmHWM") - resting
+            metrics = task_training.evaluate_search(encoder, data.search_test, data.pad_id)
+        row = dict(key, task=task, metrics=metrics, density=density, pretrain=pretrained, finetune=trained,
+                   ms_per_step=1000 * trained["seconds_per_step"], peak_mb=peak / 2**20)
+        append_result(plan.results, row)
+        log(f"{encoder_name}, seed {seed}, {task}: {json.dumps(metrics)}")
+
+
+# ------------------------------------------------------------------------------------------------------- reporting
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+MISUSE_COLUMNS = ("joint", "joint_far", "joint_near", "joint_beyond_512", "localization", "repair", "classification")
+
+
+def summarize(rows: list[dict], encoders: list[str]) -> list[dict]:
+    summary = []
+    for name in encoders:
+        entry = dict(encoder=name)
+        for task, columns in (("misuse", MISUSE_COLUMNS), ("search", ("mrr",))):
+            selected = [r for r in rows if r["encoder"] == name and r["task"] == task]
+            if not selected:
+                continue
+            for column in columns:
+                entry[f"{task}.{column}"] = _mean_std([r["metrics"][column] for r in selected])
+            entry[f"{task}.seeds"] = sorted(r["seed"] for r in selected)
+            entry[f"{task}.ms_per_step"] = statistics.mean(r["ms_per_step"] for r in selected)
+            entry[f"{task}.peak_mb"] = statistics.mean(r["peak_mb"] for r in selected)
+            entry["density"] = statistics.mean(r["density"] for r in selected)
+        summary.append(entry)
+    return summary
+
+
+def _cell(value: tuple[float, float]) -> str:
+    mean, std = value
+    return "—" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
+
+
+def print_table(summary: list[dict]) -> None:
+    header = ("encoder", "density", "joint", "joint far", "joint near", "joint >512", "loc", "repair", "cls", "MRR",
+              "ms/step", "MB")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for entry in summary:
+        cells = [entry["encoder"], f"{entry.get('density', float('nan')):.3f}"]
+        cells += [_cell(entry.get(f"misuse.{c}", (math.nan, math.nan))) for c in MISUSE_COLUMNS]
+        cells.append(_cell(entry.get("search.mrr", (math.nan, math.nan))))
+        cells.append(f"{entry.get('misuse.ms_per_step', math.nan):.0f}")
+        cells.append(f"{entry.get('misuse.peak_mb', math.nan):.0f}")
+        print("| " + " | ".join(cells) + " |")
+
+
+def discrimination(summary: list[dict]) -> list[str]:
+    """Can the benchmark tell layouts apart? Full attention against RoBERTa-512 on bugs beyond 512 tokens, and against
+    the window alone on far evidence: each gap should exceed 3 standard deviations (the larger of the two rows')."""
+    by_name = {e["encoder"]: e for e in summary}
+    lines = []
+    for better, worse, column in (("RoBERTa full", "RoBERTa-512", "misuse.joint_beyond_512"),
+                                  ("RoBERTa full", "SASA window + global", "misuse.joint_far")):
+        if better in by_name and worse in by_name and column in by_name[better] and column in by_name[worse]:
+            (high, high_std), (low, low_std) = by_name[better][column], by_name[worse][column]
+            spread = max(high_std, low_std, 1e-9)
+            verdict = "discriminates" if high - low > 3 * spread else "does NOT discriminate"
+            lines.append(f"{better} vs {worse} on {column.split('.', 1)[1]}: {high:.3f} vs {low:.3f} "
+                         f"(gap {(high - low) / spread:.1f} std): {verdict}")
+    return lines
+
+
+def plot(rows: list[dict], summary: list[dict], prefix: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(12, 5))
+    for axis, (task, column, label) in zip(axes, (("misuse", "joint_far", "variable misuse: joint accuracy, far"),
+                                                  ("search", "mrr", "code search: MRR"))):
+        for entry in summary:
+            key = f"{task}.{column}"
+            if key not in entry:
+                continue
+            seconds = [r["finetune"]["seconds"] + r["pretrain"]["seconds"] for r in rows
+                       if r["encoder"] == entry["encoder"] and r["task"] == task]
+            mean, std = entry[key]
+            axis.errorbar(statistics.mean(seconds) / 60, mean, yerr=std, fmt="o", capsize=3)
+            axis.annotate(entry["encoder"], (statistics.mean(seconds) / 60, mean), fontsize=7,
+                          textcoords="offset points", xytext=(4, 4))
+        axis.set_xlabel("training time per seed (pre-training + fine-tuning), minutes on 2 CPU cores")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(f"{prefix}.png", dpi=120)
+    plt.close(figure)
+
+
+# ------------------------------------------------------------------------------------------------------------ main
+
+def build_plan(args: argparse.Namespace) -> Plan:
+    import task_data
+
+    data = task_data.DataSettings(corpus=tuple(args.corpus or ()))
+    run = RunSettings()
+    encoders, seeds = args.encoders or DEFAULT_ENCODERS, args.seeds
+    if args.quick:
+        data = task_data.DataSettings(corpus=data.corpus, vocab_size=1000, max_length=768, train_sites=2,
+                                      test_sites=2, min_unit_tokens=200, test_min_tokens=300,
+                                      limit_sources=args.limit_sources or 60)
+        run = RunSettings(pretrain_steps=10, misuse_steps=10, search_steps=5, finetune_batch=4)
+        encoders, seeds = args.encoders or QUICK_ENCODERS, seeds[:1]
+    elif args.limit_sources:
+        data = task_data.DataSettings(corpus=data.corpus, limit_sources=args.limit_sources)
+    for name, value in (args.steps or {}).items():
+        setattr(run, name, value)
+    return Plan(data, run, encoders, seeds, args.cache_dir, args.results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", nargs="+", help="source files/globs or JSONL (code, language[, path])")
+    parser.add_argument("--encoders", nargs="+", help=f"default: all of {DEFAULT_ENCODERS}")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--results", default="benchmarks/results/task_quality.jsonl",
+                        help="JSONL results, one row per (encoder, task, seed), appended as they finish")
+    parser.add_argument("--cache-dir", default="benchmarks/results/task_cache", help="prepared data and tokenizer")
+    parser.add_argument("--png", help="write PREFIX.png: quality against training time")
+    parser.add_argument("--json", help="write the summary (and the discrimination check) to this JSON file")
+    parser.add_argument("--quick", action="store_true", help="the plumbing: few sources and steps, 3 encoders")
+    parser.add_argument("--limit-sources", type=int, help="read only the first N source files")
+    parser.add_argument("--steps", type=json.loads, help='JSON overrides of the run settings, e.g. {"misuse_steps": 400}')
+    parser.add_argument("--run-one", nargs=2, metavar=("ENCODER", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--in-process", action="store_true", help="run every encoder in this process (tests)")
+    args = parser.parse_args(argv)
+    plan = build_plan(args)
+    rows = read_results(plan.results)
+    run_key = json.loads(json.dumps(asdict(plan.run)))  # as the results file holds it (tuples become lists)
+
+    def done(encoder: str, seed: int) -> set[str]:
+        return {r["task"] for r in rows if r["encoder"] == encoder and r["seed"] == seed
+                and r["data"] == plan.data.key() and r["run"] == run_key}
+
+    if args.run_one:
+        encoder, seed = args.run_one[0], int(args.run_one[1])
+        run_one(plan, encoder, seed, done(encoder, seed))
+        return 0
+
+    import task_data
+
+    started = time.perf_counter()
+    data = task_data.prepare(plan.data, plan.cache_dir)
+    print(f"data: {json.dumps(data.summary)}", flush=True)
+    for seed in plan.seeds:
+        for encoder in plan.encoders:
+            if set(plan.run.tasks) <= done(encoder, seed):
+                continue
+            if args.in_process:
+                run_one(plan, encoder, seed, done(encoder, seed))
+            else:
+                command = [sys.executable, os.path.abspath(__file__), "--run-one", encoder, str(seed),
+                           "--results", plan.results, "--cache-dir", plan.cache_dir]
+                command += ["--quick"] if args.quick else []
+                command += ["--corpus", *args.corpus] if args.corpus else []
+                command += ["--limit-sources", str(args.limit_sources)] if args.limit_sources else []
+                command += ["--steps", json.dumps(args.steps)] if args.steps else []
+                subprocess.run(command, check=True)
+            rows = read_results(plan.results)
+    rows = [r for r in read_results(plan.results) if r["data"] == plan.data.key() and r["run"] == run_key]
+    summary = summarize(rows, plan.encoders)
+    print_table(summary)
+    checks = discrimination(summary)
+    for line in checks:
+        print(line)
+    print(f"total {time.perf_counter() - started:.0f} s")
+    if args.png:
+        plot(rows, summary, args.png)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(dict(data=data.summary, plan=dict(encoders=plan.encoders, seeds=plan.seeds,
+                                                        run=asdict(plan.run), size=SIZE),
+                           summary=summary, discrimination=checks), handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The task benchmark: its generators make labels that are right by construction, and its --quick run works end to
+end (every encoder, both tasks, results written as they finish and not recomputed on a second run)."""
+
+import json
+import os
+import random
+import re
+import sys
+
+import pytest
+
+from conftest import SNIPPETS, read_snippet
+from sasa.ast_languages import EXTENSIONS
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+import code_tasks  # noqa: E402
+import task_data  # noqa: E402
+
+NAME = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
+
+
+def snippet_units():
+    units = []
+    for name in sorted(os.listdir(SNIPPETS)):
+        language = EXTENSIONS[os.path.splitext(name)[1].lower()]
+        units += code_tasks.function_units(read_snippet(name), language, name)
+    return units
+
+
+def test_units_hold_every_local_variable_with_its_occurrences():
+    source = "import os\n\nclass C:\n    def m(self, path, mode=1):\n        full = os.path.join(self.root, path)\n" \
+             "        for line in open(full):\n            mode += len(line)\n        return mode, full\n"
+    (unit,) = code_tasks.function_units(source, "python", "c.py")
+    assert unit.code.startswith("def m(self, path, mode=1):\n    full = ")  # the method's indentation removed
+    variables = {v.name: v for v in unit.variables}
+    assert set(variables) == {"self", "path", "mode", "full", "line"}  # not os, join, root (members), open, len
+    for variable in unit.variables:
+        assert all(unit.code[start:end] == variable.name for start, end in variable.occurrences)
+    assert len(variables["mode"].occurrences) == 3 and variables["mode"].definitions[0] == 0
+
+
+@pytest.mark.parametrize("language", sorted(set(EXTENSIONS[os.path.splitext(n)[1].lower()] for n in os.listdir(SNIPPETS))))
+def test_a_misuse_replaces_exactly_one_use_with_a_variable_defined_before_it(language):
+    units = [u for u in snippet_units() if u.language == language]
+    examples = [e for u in units for e in code_tasks.misuse_examples(u, random.Random(0), sites=4)]
+    assert examples, f"no variable-misuse example in the {language} snippet"
+    by_unit = {u.name: u for u in units}
+    for buggy, clean in zip(examples[::2], examples[1::2]):
+        unit = by_unit[buggy.unit]
+        assert buggy.buggy and not clean.buggy
+        assert clean.code == unit.code  # the bug-free copy is the original
+        start, end = buggy.site
+        assert buggy.code[start:end] == buggy.wrong and clean.code[clean.site[0]:clean.site[1]] == buggy.right
+        assert buggy.code[:start] == unit.code[:start] and buggy.code[end:] == unit.code[clean.site[1]:]
+        assert buggy.wrong != buggy.right and NAME.fullmatch(buggy.wrong)
+        wrong = next(v for v in unit.variables if v.name == buggy.wrong)
+        assert wrong.introduced < start  # in scope there: defined before the use
+        right = next(v for v in unit.variables if v.name == buggy.right)
+        assert clean.site in right.occurrences and right.occurrences.index(clean.site) not in right.definitions
+        assert buggy.repairs and all(buggy.code[s:e] == buggy.right for s, e in buggy.repairs)
+        assert all(clean.code[s:e] == clean.right for s, e in clean.repairs)
+        assert buggy.site in buggy.candidates and set(buggy.repairs) <= set(buggy.candidates)
+        nearest = min(max(s - clean.site[1], clean.site[0] - e, 0) for s, e in clean.repairs)
+        assert buggy.evidence_chars == clean.evidence_chars == nearest
+
+
+def test_far_sites_are_sampled_first_where_a_function_has_them():
+    body = "".join(f"    x{i} = total + {i}\n" for i in range(40))
+    source = f"def f(total, other):\n    total = other\n{body}    return total + other\n"
+    (unit,) = code_tasks.function_units(source, "python", "f.py")
+    far = [e for e in code_tasks.misuse_examples(unit, random.Random(1), sites=1, far_chars=400, far_share=1.0)
+           if e.buggy]
+    assert far[0].evidence_chars > 400  # the final `total`: its nearest other use is 40 lines up
+
+
+def test_token_positions_agree_with_the_tokens(tokenizer):
+    """The site, repair and candidate positions are the tokens that hold the first character of those names."""
+    units = snippet_units()
+    examples = [e for u in units for e in code_tasks.misuse_examples(u, random.Random(0), sites=3)]
+    rows = task_data.misuse_rows(examples, tokenizer, max_length=1024)
+    assert len(rows) == len(examples)
+    for example, row in zip(examples, rows):
+        offsets = tokenizer(example.code, language=None, return_offsets_mapping=True)["offset_mapping"]
+        assert tokenizer(example.code, language=None)["input_ids"] == row.input_ids.tolist()
+
+        def holds(token: int, span: tuple[int, int]) -> bool:
+            return offsets[token][0] <= span[0] < offsets[token][1]
+
+        assert holds(row.site, example.site)
+        assert example.code[example.site[0]:example.site[1]] == (example.wrong if example.buggy else example.right)
+        assert sorted(row.repairs.tolist()) == sorted({t for span in example.repairs for t in range(len(offsets))
+                                                       if holds(t, span)})
+        assert row.site in row.candidates.tolist() and set(row.repairs.tolist()) <= set(row.candidates.tolist())
+        assert row.evidence_tokens == min(abs(r - row.site) for r in row.repairs.tolist())
+
+
+def test_code_search_pairs_cut_the_documentation_out_of_the_code():
+    python = 'def load(path):\n    """Read a config file.\n\n    More words.\n    """\n    return open(path).read()\n'
+    java = "class A {\n  /** Sum the values.\n   * Second line. */\n  int sum(int[] values) {\n    int total = 0;\n" \
+           "    for (int v : values) total += v;\n    return total;\n  }\n}\n"
+    (py_pair,) = code_tasks.search_pairs(code_tasks.function_units(python, "python", "a.py"))
+    assert py_pair.query == "Read a config file." and '"""' not in py_pair.code and "return open" in py_pair.code
+    (java_pair,) = code_tasks.search_pairs(code_tasks.function_units(java, "java", "A.java"))
+    assert java_pair.query == "Sum the values. Second line." and java_pair.code.startswith("int sum(")
+
+
+def test_splits_keep_every_file_on_one_side():
+    units = [code_tasks.Unit("x", "python", f"f{i % 40}.py", f"f{i % 40}.py:{i}", ()) for i in range(400)]
+    train, test = code_tasks.split_by_file(units)
+    assert not {u.file for u in train} & {u.file for u in test} and train and test
+    assert code_tasks.unique_units(units[:3] + [code_tasks.Unit(" x ", "python", "g.py", "g:1", ())]) == units[:1]
+
+
+@pytest.mark.slow
+def test_quick_run_writes_every_row_and_resumes(tmp_path, capsys):
+    import task_quality
+
+    arguments = ["--quick", "--in-process", "--results", str(tmp_path / "results.jsonl"), "--cache-dir",
+                 str(tmp_path / "cache"), "--json", str(tmp_path / "summary.json"), "--limit-sources", "30"]
+    assert task_quality.main(arguments) == 0
+    rows = [json.loads(line) for line in open(tmp_path / "results.jsonl")]
+    assert {(r["encoder"], r["task"]) for r in rows} == {(e, t) for e in task_quality.QUICK_ENCODERS
+                                                          for t in ("misuse", "search")}
+    for row in rows:
+        values = [row["metrics"]["mrr"]] if row["task"] == "search" else [
+            row["metrics"][key] for key in ("classification", "localization", "repair", "joint")]
+        assert all(0.0 <= value <= 1.0 for value in values) and row["ms_per_step"] > 0
+    summary = json.load(open(tmp_path / "summary.json"))
+    assert [entry["encoder"] for entry in summary["summary"]] == task_quality.QUICK_ENCODERS
+    capsys.readouterr()
+    assert task_quality.main(arguments) == 0  # everything is there: nothing runs again
+    assert len(open(tmp_path / "results.jsonl").readlines()) == len(rows)
+    assert "pre-training" not in capsys.readouterr().out
