@@ -65,7 +65,18 @@ def hub(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.hf_api, "is_xet_available", lambda: False, raising=False)
     monkeypatch.setattr(ModelCard, "load", classmethod(lambda cls, *a, **k: (_ for _ in ()).throw(
         EntryNotFoundError("no model card yet"))))  # a new repository has none
+    # Older transformers call huggingface_hub's module-level functions (`create_repo = api.create_repo`, bound when
+    # huggingface_hub was imported, so blind to the class patches above): route every such copy through the class.
+    for module in list(sys.modules.values()):
+        for name in ("create_repo", "create_commit", "create_branch", "upload_folder"):
+            function = getattr(module, "__dict__", {}).get(name)
+            if isinstance(getattr(function, "__self__", None), HfApi):
+                monkeypatch.setattr(module, name, _through_the_class(function))
     return fake
+
+
+def _through_the_class(bound):
+    return lambda *args, **kwargs: getattr(HfApi, bound.__name__)(bound.__self__, *args, **kwargs)
 
 
 RELOAD = textwrap.dedent(

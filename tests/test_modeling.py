@@ -139,7 +139,8 @@ def test_activation_checkpointing_gives_the_same_gradients(config):
     for checkpointing in (False, True):
         model = with_frequency_table(build(config, "sasa_blocks", SasaForSequenceClassification)).train()
         if checkpointing:
-            model.activation_checkpointing_enable()
+            # The README's call (transformers >= 5.23); its older name before that (a deprecated alias since)
+            getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
             assert model.sasa.encoder.layer[0].gradient_checkpointing
         model(**inputs, labels=torch.tensor([0, 1])).loss.backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})

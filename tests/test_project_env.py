@@ -22,11 +22,30 @@ def test_ci_runs_exactly_the_readmes_test_command():
 
 @pytest.mark.parametrize("target", ["test", "demo"])
 def test_make_installs_and_runs_inside_the_project_environment(target):
-    dry_run = subprocess.run(["make", "-n", target, "VENV=/tmp/some-env"], cwd=ROOT, capture_output=True, text=True)
+    """Everything runs in .venv; `make test` also in .venv-lowest (the lowest declared versions), both overridable."""
+    dry_run = subprocess.run(["make", "-n", target, "VENV=/tmp/some-env", "LOWEST_VENV=/tmp/lowest-env"], cwd=ROOT,
+                             capture_output=True, text=True)
     assert dry_run.returncode == 0, dry_run.stderr
     lines = [line for line in dry_run.stdout.splitlines() if "pip install" in line or "sasa.cli" in line
              or "pytest" in line]
-    assert lines and all("/tmp/some-env/bin/python" in line for line in lines), dry_run.stdout
+    environments = ["/tmp/some-env/bin/python"] + (["/tmp/lowest-env/bin/python"] if target == "test" else [])
+    assert lines and all(any(env in line for env in environments) for line in lines), dry_run.stdout
+    assert all(any(env in line for line in lines) for env in environments), dry_run.stdout
+    if target == "test":
+        lowest = [line for line in lines if "/tmp/lowest-env/bin/python" in line]
+        assert all("-c " in line for line in lowest if "pip install" in line), lowest  # the lowest-versions pins
+
+
+def test_lowest_constraints_pin_every_declared_dependency_at_its_lower_bound(tmp_path):
+    script = os.path.join(ROOT, "scripts", "lowest-constraints")
+    pins = subprocess.run([sys.executable, script], capture_output=True, text=True, check=True).stdout.split()
+    assert "torch==2.13" in pins and "transformers==5.6" in pins and len(pins) >= 20, pins
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+==[0-9][A-Za-z0-9.]*", pin) for pin in pins), pins
+    unbounded = tmp_path / "setup.cfg"
+    unbounded.write_text("[options]\ninstall_requires =\n    torch>=2.13\n    numpy\n"
+                         "[options.extras_require]\ntest =\n    pytest>=7.4\n")
+    refused = subprocess.run([sys.executable, script, str(unbounded)], capture_output=True, text=True)
+    assert refused.returncode != 0 and "'numpy'" in refused.stderr and "no lower bound" in refused.stderr
 
 
 @pytest.mark.slow

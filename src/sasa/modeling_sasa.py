@@ -38,6 +38,10 @@ from .block_layout import (
     shared_token_block_scores,
 )
 from .configuration_sasa import SasaConfig
+
+# Imported here too (sparse_attention uses it): transformers before 5.10 copies only the model file's direct relative
+# imports into its remote-code cache, so every sibling file a checkpoint needs is named in this file.
+from .fused_block_attention import fused_block_attention  # noqa: F401
 from .sparse_attention import (
     DEFAULT_BACKEND,
     SUPPORTED_BACKENDS,
