@@ -10,7 +10,8 @@
 PYTHON ?=
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-RUN = HF_HUB_OFFLINE=1 $(VENV)/bin/python
+# The environment's bin first on PATH: the fused kernel's build finds the environment's ninja, not only a system one.
+RUN = HF_HUB_OFFLINE=1 PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/python
 LOWEST_VENV ?= .venv-lowest
 # Everything that exercises a dependency (tree-sitter grammars, the Hub upload, matplotlib, datasets, accelerate,
 # sentence-transformers, ...), without the slow ones that add nothing here (torch.compile, the kernel build cases,
