@@ -65,6 +65,7 @@ LAYOUTS = {
     "AST 2, forward links only": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=2, num_topk_blocks=0,
                                       ast_reverse_weight=0.0),
     "AST 2, no top-k": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=2, num_topk_blocks=0),
+    "AST 3, no top-k": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=3, num_topk_blocks=0),
     "AST 2 + top-k 1, teacher-free table": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=2,
                                                 num_topk_blocks=1, topk_source="table"),
     "AST 2 + top-k 1, input source over every id": dict(window_radius=1, num_global_blocks=1, num_ast_blocks=2,
