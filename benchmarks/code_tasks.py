@@ -72,6 +72,8 @@ class MisuseExample:
     repairs: tuple[Span, ...]  # the other occurrences of ``right`` in ``code``: pointing at any of them repairs it
     candidates: tuple[Span, ...]  # every occurrence of every local variable in ``code`` (what the pointers rank)
     evidence_chars: int  # characters from the site to the nearest other occurrence of ``right``
+    variables: tuple[tuple[Span, ...], ...] = ()  # each local variable's occurrences in ``code``, the site left out
+    right_variable: int = 0  # the index in ``variables`` of ``right``
 
 
 def read_sources(patterns: list[str]) -> list[tuple[str, str, str]]:
@@ -327,8 +329,10 @@ def _misuse(unit: Unit, variable: Variable, index: int, wrong: str, buggy: bool)
     repairs = tuple(moved(s) for i, s in enumerate(variable.occurrences) if i != index)
     candidates = tuple(sorted(site if (v is variable and i == index) else moved(s)
                               for v in unit.variables for i, s in enumerate(v.occurrences)))
+    variables = tuple(tuple(moved(s) for i, s in enumerate(v.occurrences) if not (v is variable and i == index))
+                      for v in unit.variables)
     return MisuseExample(code, unit.language, unit.file, unit.name, buggy, site, variable.name, wrong, repairs,
-                         candidates, _nearest_other(variable, index))
+                         candidates, _nearest_other(variable, index), variables, unit.variables.index(variable))
 
 
 # ------------------------------------------------------------------------------------------------------ code search

@@ -26,6 +26,8 @@ import code_tasks
 
 #: The window every far bucket is defined against (SASA's default: blocks of 32, radius 1, 1 global block).
 BLOCK, RADIUS, GLOBAL = 32, 1, 1
+#: Part of the cache key: bump it when the prepared data's format or content changes.
+FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class DataSettings:
     seed: int = 0
 
     def key(self) -> str:
-        text = json.dumps(asdict(self), sort_keys=True)
+        text = json.dumps(dict(asdict(self), format=FORMAT), sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
@@ -69,6 +71,8 @@ class MisuseRow(Sequence):
     candidates: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # every variable token
     evidence_tokens: int = 0  # tokens from the site to the nearest repair token
     far: bool = False  # every repair token lies outside the site's window blocks and the global block
+    variable_ids: list[torch.Tensor] = field(default_factory=list)  # per local variable: the token ids it starts with
+    right_variable: int = 0  # index into variable_ids of the variable that belongs at the site
 
 
 @dataclass
@@ -152,9 +156,14 @@ def misuse_rows(examples: list[code_tasks.MisuseExample], tokenizer, max_length:
             candidates = sorted({t for t in map(token_at, (s for s, _ in example.candidates)) if t > 0})
             if site <= 0 or not repairs:
                 continue
+            variable_ids = [torch.tensor(sorted({ids[t] for t in map(token_at, (s for s, _ in spans)) if t > 0}),
+                                         dtype=torch.long) for spans in example.variables]
+            if not len(variable_ids[example.right_variable]):
+                continue
             rows.append(MisuseRow(torch.tensor(ids), torch.tensor(links, dtype=torch.int16).reshape(len(ids), -1),
                                   example.file, example.buggy, site, torch.tensor(repairs), torch.tensor(candidates),
-                                  min(abs(r - site) for r in repairs), _is_far(site, repairs)))
+                                  min(abs(r - site) for r in repairs), _is_far(site, repairs), variable_ids,
+                                  example.right_variable))
     return rows
 
 
@@ -186,7 +195,6 @@ def prepare(settings: DataSettings, cache_dir: str, progress=print) -> TaskData:
         return torch.load(path, weights_only=False)
     started = time.perf_counter()
     from mlm_probe import copy_candidates
-
     from sasa.frequency import identifier_vocabulary
 
     sources = (code_tasks.read_sources(list(settings.corpus)) if settings.corpus

@@ -113,15 +113,16 @@ def run_one(plan: Plan, encoder_name: str, seed: int, done_tasks: set[str], log=
                                           data.pad_id, seed, matchable=data.identifier)
     key = dict(encoder=encoder_name, seed=seed, data=plan.data.key(), run=asdict(plan.run), size=SIZE)
     log(f"{encoder_name}, seed {seed}: pre-training {plan.run.pretrain_steps} steps")
-    pretrained = task_training.pretrain(encoder, data, plan.run.pretrain_steps, seed, plan.run.pretrain_batch,
-                                        plan.run.pretrain_learning_rate, log=log)
-    state = copy.deepcopy(encoder.state_dict())
+    head, pretrained = task_training.pretrain(encoder, data, plan.run.pretrain_steps, seed, plan.run.pretrain_batch,
+                                              plan.run.pretrain_learning_rate, log=log)
+    state, head_state = copy.deepcopy(encoder.state_dict()), copy.deepcopy(head.state_dict())
     sample = task_training.pad_batch(data.misuse_test[:16], data.pad_id)
     density = encoder.density(sample["input_ids"], sample["attention_mask"], sample["ast_links"])
     for task in plan.run.tasks:
         if task in done_tasks:
             continue
         encoder.load_state_dict(state)
+        head.load_state_dict(head_state)
         resting = _rss("VmRSS")
         _peak_rss_reset()
         if task == "misuse":
@@ -130,6 +131,11 @@ def run_one(plan: Plan, encoder_name: str, seed: int, done_tasks: set[str], log=
                                                            log=log)
             peak = _rss("VmHWM") - resting
             metrics = task_training.evaluate_misuse(encoder, heads, data.misuse_test, data.pad_id)
+        elif task == "repair":
+            trained = task_training.finetune_repair(encoder, head, data, plan.run.misuse_steps, seed,
+                                                    plan.run.finetune_batch, plan.run.finetune_learning_rate, log=log)
+            peak = _rss("VmHWM") - resting
+            metrics = task_training.evaluate_repair(encoder, head, data.misuse_test, data.pad_id, data.mask_id)
         else:
             trained = task_training.finetune_search(encoder, data, plan.run.search_steps, seed,
                                                     plan.run.finetune_batch, plan.run.finetune_learning_rate, log=log)
@@ -151,13 +157,14 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 MISUSE_COLUMNS = ("joint", "joint_far", "joint_near", "joint_beyond_512", "localization", "repair", "classification")
+REPAIR_COLUMNS = ("repair", "repair_far", "repair_near", "repair_beyond_512", "chance")
 
 
 def summarize(rows: list[dict], encoders: list[str]) -> list[dict]:
     summary = []
     for name in encoders:
         entry = dict(encoder=name)
-        for task, columns in (("misuse", MISUSE_COLUMNS), ("search", ("mrr",))):
+        for task, columns in (("misuse", MISUSE_COLUMNS), ("repair", REPAIR_COLUMNS), ("search", ("mrr",))):
             selected = [r for r in rows if r["encoder"] == name and r["task"] == task]
             if not selected:
                 continue
@@ -177,16 +184,20 @@ def _cell(value: tuple[float, float]) -> str:
 
 
 def print_table(summary: list[dict]) -> None:
-    header = ("encoder", "density", "joint", "joint far", "joint near", "joint >512", "loc", "repair", "cls", "MRR",
-              "ms/step", "MB")
+    """One Markdown table: the density, every task's columns that some row has, time per step and peak memory."""
+    columns = [(f"misuse.{c}", f"misuse {c}") for c in MISUSE_COLUMNS]
+    columns += [(f"repair.{c}", f"given location: {c}") for c in REPAIR_COLUMNS] + [("search.mrr", "search MRR")]
+    columns = [(key, label) for key, label in columns if any(key in entry for entry in summary)]
+    timed = next((task for task in ("misuse", "repair", "search") if any(f"{task}.ms_per_step" in e for e in summary)),
+                 "misuse")
+    header = ["encoder", "density", *(label for _, label in columns), f"{timed} ms/step", f"{timed} MB"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for entry in summary:
         cells = [entry["encoder"], f"{entry.get('density', float('nan')):.3f}"]
-        cells += [_cell(entry.get(f"misuse.{c}", (math.nan, math.nan))) for c in MISUSE_COLUMNS]
-        cells.append(_cell(entry.get("search.mrr", (math.nan, math.nan))))
-        cells.append(f"{entry.get('misuse.ms_per_step', math.nan):.0f}")
-        cells.append(f"{entry.get('misuse.peak_mb', math.nan):.0f}")
+        cells += [_cell(entry.get(key, (math.nan, math.nan))) for key, _ in columns]
+        cells.append(f"{entry.get(f'{timed}.ms_per_step', math.nan):.0f}")
+        cells.append(f"{entry.get(f'{timed}.peak_mb', math.nan):.0f}")
         print("| " + " | ".join(cells) + " |")
 
 
@@ -196,7 +207,9 @@ def discrimination(summary: list[dict]) -> list[str]:
     by_name = {e["encoder"]: e for e in summary}
     lines = []
     for better, worse, column in (("RoBERTa full", "RoBERTa-512", "misuse.joint_beyond_512"),
-                                  ("RoBERTa full", "SASA window + global", "misuse.joint_far")):
+                                  ("RoBERTa full", "SASA window + global", "misuse.joint_far"),
+                                  ("RoBERTa full", "RoBERTa-512", "repair.repair_beyond_512"),
+                                  ("RoBERTa full", "SASA window + global", "repair.repair_far")):
         if better in by_name and worse in by_name and column in by_name[better] and column in by_name[worse]:
             (high, high_std), (low, low_std) = by_name[better][column], by_name[worse][column]
             spread = max(high_std, low_std, 1e-9)
@@ -251,6 +264,8 @@ def build_plan(args: argparse.Namespace) -> Plan:
         data = task_data.DataSettings(corpus=data.corpus, limit_sources=args.limit_sources)
     for name, value in (args.steps or {}).items():
         setattr(run, name, value)
+    if args.tasks:
+        run.tasks = tuple(args.tasks)
     return Plan(data, run, encoders, seeds, args.cache_dir, args.results)
 
 
@@ -267,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the plumbing: few sources and steps, 3 encoders")
     parser.add_argument("--limit-sources", type=int, help="read only the first N source files")
     parser.add_argument("--steps", type=json.loads, help='JSON overrides of the run settings, e.g. {"misuse_steps": 400}')
+    parser.add_argument("--tasks", nargs="+", choices=["misuse", "repair", "search"],
+                        help="default: misuse and search; repair = variable misuse with the bug's position given")
     parser.add_argument("--run-one", nargs=2, metavar=("ENCODER", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("--in-process", action="store_true", help="run every encoder in this process (tests)")
     args = parser.parse_args(argv)
@@ -301,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                 command += ["--corpus", *args.corpus] if args.corpus else []
                 command += ["--limit-sources", str(args.limit_sources)] if args.limit_sources else []
                 command += ["--steps", json.dumps(args.steps)] if args.steps else []
+                command += ["--tasks", *args.tasks] if args.tasks else []
                 subprocess.run(command, check=True)
             rows = read_results(plan.results)
     rows = [r for r in read_results(plan.results) if r["data"] == plan.data.key() and r["run"] == run_key]

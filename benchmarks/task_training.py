@@ -115,8 +115,9 @@ class MaskedLMHead(nn.Module):
 
 
 def pretrain(encoder, data: TaskData, steps: int, seed: int, batch_size: int = 4, learning_rate: float = 2e-3,
-             mask_rate: float = 0.25, log=None) -> dict:
-    """Identifier-copy masked-LM pre-training of ``encoder`` on ``data.pretrain`` (every encoder alike)."""
+             mask_rate: float = 0.25, log=None) -> tuple[MaskedLMHead, dict]:
+    """Identifier-copy masked-LM pre-training of ``encoder`` on ``data.pretrain`` (every encoder alike); returns the
+    trained head (the repair task starts from it) and the training numbers."""
     from mlm_probe import sample_mask
 
     head = MaskedLMHead(encoder.word_embeddings)
@@ -140,7 +141,7 @@ def pretrain(encoder, data: TaskData, steps: int, seed: int, batch_size: int = 4
         return F.cross_entropy(head(states[masked]), labels)
 
     parameters = list({id(p): p for p in [*encoder.parameters(), *head.parameters()]}.values())
-    return train_loop(parameters, loss_of_step, steps, learning_rate, log)
+    return head, train_loop(parameters, loss_of_step, steps, learning_rate, log)
 
 
 # --------------------------------------------------------------------------------------------------- variable misuse
@@ -190,6 +191,7 @@ def misuse_loss(heads, states, candidates, repairs, location) -> torch.Tensor:
 
 def finetune_misuse(encoder, data: TaskData, steps: int, seed: int, batch_size: int = 8, learning_rate: float = 1e-3,
                     log=None) -> tuple[PointerHeads, dict]:
+    """Fine-tune ``encoder`` with GREAT's pointers on the training rows (half buggy, half bug-free)."""
     heads = PointerHeads(encoder.word_embeddings.weight.shape[1])
     rng = random.Random(seed)
     encoder.train()
@@ -235,6 +237,78 @@ def evaluate_misuse(encoder, heads: PointerHeads, rows: list[MisuseRow], pad_id:
         result[f"joint_{bucket}"] = joint(selected)
         result[f"repair_{bucket}"] = share(selected, "repaired")
         result[f"localization_{bucket}"] = share(selected, "located")
+        result[f"count_{bucket}"] = len(selected)
+    return result
+
+
+# ------------------------------------------------------------------------------------ repair at a given (masked) site
+
+def _repair_batch(rows: list[MisuseRow], pad_id: int, mask_id: int) -> tuple[dict, torch.Tensor]:
+    """Buggy rows with the bug's (first) token replaced by ``<mask>``: the position is given, the name is not."""
+    batch = pad_batch(rows, pad_id)
+    sites = torch.tensor([row.site for row in rows])
+    batch["input_ids"][torch.arange(len(rows)), sites] = mask_id
+    batch["token_type_ids"] = neighbour_types(batch["input_ids"], batch["attention_mask"])
+    return batch, sites
+
+
+def _variable_scores(logits: torch.Tensor, row: MisuseRow) -> torch.Tensor:
+    """``[variables]``: each local variable's score at the site, the log-sum-exp of the masked-LM logits of the token
+    ids its other occurrences start with (``-inf`` for a variable with none left)."""
+    lowest = torch.tensor(float("-inf"))
+    return torch.stack([torch.logsumexp(logits[ids], 0) if len(ids) else lowest for ids in row.variable_ids])
+
+
+def repair_loss(head: MaskedLMHead, states: torch.Tensor, sites: torch.Tensor, rows: list[MisuseRow]) -> torch.Tensor:
+    logits = head(states[torch.arange(len(rows)), sites])  # [B, V]: only the sites are decoded
+    return torch.stack([F.cross_entropy(_variable_scores(logits[i], row)[None], torch.tensor([row.right_variable]))
+                        for i, row in enumerate(rows)]).mean()
+
+
+def finetune_repair(encoder, head: MaskedLMHead, data: TaskData, steps: int, seed: int, batch_size: int = 8,
+                    learning_rate: float = 1e-3, log=None) -> dict:
+    """Variable misuse with the bug's position given (GREAT's repair, the bug's token masked): the masked-LM head from
+    pre-training scores the unit's local variables at the site; cross-entropy against the right one."""
+    rng = random.Random(seed)
+    rows = [r for r in data.misuse_train if r.buggy]
+    encoder.train()
+
+    def loss_of_step(step: int) -> torch.Tensor:
+        chosen = rng.sample(rows, batch_size)
+        batch, sites = _repair_batch(chosen, data.pad_id, data.mask_id)
+        return repair_loss(head, encoder(**batch), sites, chosen)
+
+    parameters = list({id(p): p for p in [*encoder.parameters(), *head.parameters()]}.values())
+    return train_loop(parameters, loss_of_step, steps, learning_rate, log)
+
+
+@torch.no_grad()
+def evaluate_repair(encoder, head: MaskedLMHead, rows: list[MisuseRow], pad_id: int, mask_id: int,
+                    batch_size: int = 16) -> dict:
+    """Accuracy of choosing the right variable at the masked bug site, overall and by bucket (as
+    :func:`evaluate_misuse`), and the chance level (one over the variables that can be chosen)."""
+    encoder.eval()
+    outcomes = []
+    for start in range(0, len(rows), batch_size):
+        chunk = [r for r in rows[start : start + batch_size] if r.buggy]
+        if not chunk:
+            continue
+        batch, sites = _repair_batch(chunk, pad_id, mask_id)
+        logits = head(encoder(**batch)[torch.arange(len(chunk)), sites])
+        for i, row in enumerate(chunk):
+            scores = _variable_scores(logits[i], row)
+            outcomes.append(dict(right=int(scores.argmax()) == row.right_variable, far=row.far,
+                                 beyond=row.site >= 512, chance=1.0 / int(torch.isfinite(scores).sum())))
+
+    def share(selected: list[dict]) -> float:
+        return sum(o["right"] for o in selected) / len(selected) if selected else float("nan")
+
+    result = dict(repair=share(outcomes), chance=sum(o["chance"] for o in outcomes) / max(1, len(outcomes)),
+                  examples=len(outcomes))
+    for bucket, selected in (("far", [o for o in outcomes if o["far"]]), ("near", [o for o in outcomes if not o["far"]]),
+                             ("beyond_512", [o for o in outcomes if o["beyond"]]),
+                             ("within_512", [o for o in outcomes if not o["beyond"]])):
+        result[f"repair_{bucket}"] = share(selected)
         result[f"count_{bucket}"] = len(selected)
     return result
 

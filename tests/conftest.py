@@ -1,5 +1,6 @@
 """Test set-up: offline, a private HF_HOME, and small SASA configurations."""
 
+import logging
 import os
 import tempfile
 
@@ -96,3 +97,14 @@ class BlockSasa:
 
 sys.meta_path.insert(0, BlockSasa())
 """
+
+
+class Recorder(logging.Handler):
+    """Keeps the messages a logger emits (attach it to the ``transformers`` logger, say, and read ``messages``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())

@@ -6,20 +6,9 @@ import os
 import pytest
 from transformers.utils import logging as hf_logging
 
-from conftest import tiny_config
+from conftest import Recorder, tiny_config
 from sasa import SasaForSequenceClassification, SasaModel
 from sasa.demo import quiet_checkpoint_io
-
-
-class Recorder(logging.Handler):
-    """Keeps the messages transformers logs (they reach the ``transformers`` logger unless a filter drops them)."""
-
-    def __init__(self):
-        super().__init__()
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
 
 
 def load_head_onto_base_checkpoint(path) -> dict:

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 import torch
 
-from conftest import WITHOUT_SASA, read_snippet, tiny_config
+from conftest import WITHOUT_SASA, Recorder, read_snippet, tiny_config
 from sasa import SasaForCodeSearch, SasaModel, SasaTokenizer
 from sasa.sentence_transformers_files import save_sentence_transformers_files
 
@@ -45,15 +45,6 @@ def expected_vectors(model, tokenizer) -> dict[str, torch.Tensor]:
                                                     max_length=MAX_QUERY_LENGTH, return_tensors="pt")),
                 "code_without_links": model.encode(**tokenizer(CODE, language=None, padding=True, truncation=True,
                                                                return_tensors="pt"))}
-
-
-class Recorder(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
 
 
 @pytest.fixture

@@ -83,7 +83,7 @@ def test_token_positions_agree_with_the_tokens(tokenizer):
         offsets = tokenizer(example.code, language=None, return_offsets_mapping=True)["offset_mapping"]
         assert tokenizer(example.code, language=None)["input_ids"] == row.input_ids.tolist()
 
-        def holds(token: int, span: tuple[int, int]) -> bool:
+        def holds(token: int, span: tuple[int, int], offsets=offsets) -> bool:
             return offsets[token][0] <= span[0] < offsets[token][1]
 
         assert holds(row.site, example.site)
