@@ -324,9 +324,10 @@ def load_raw_datasets(data_args: DataArguments, task: str) -> datasets.DatasetDi
         for split, path in files.items():
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"--{split}_file {path}: no such file.")
-        raw = datasets.DatasetDict({split: read_local_file(path, f"--{split}_file", data_args.bad_rows)
-                                    for split, path in files.items()})
-        sources = {split: validation.Source(split, path=path, flag=f"--{split}_file") for split, path in files.items()}
+        raw, sources = datasets.DatasetDict(), {}
+        for split, path in files.items():
+            raw[split], line_numbers = read_local_file(path, f"--{split}_file", data_args.bad_rows)
+            sources[split] = validation.Source(split, path=path, flag=f"--{split}_file", line_numbers=line_numbers)
     checked = {}
     for split, dataset in raw.items():
         start = time.perf_counter()
@@ -336,8 +337,10 @@ def load_raw_datasets(data_args: DataArguments, task: str) -> datasets.DatasetDi
     return datasets.DatasetDict(checked)
 
 
-def read_local_file(path: str, flag: str, bad_rows: str = validation.STOP) -> datasets.Dataset:
-    """One local file as a dataset, with what ``datasets`` would report deep inside (or not at all) said first.
+def read_local_file(path: str, flag: str, bad_rows: str = validation.STOP) -> tuple[datasets.Dataset,
+                                                                                  np.ndarray | None]:
+    """One local file as a dataset, with what ``datasets`` would report deep inside (or not at all) said first; and
+    the line of each row, where a copy without some lines was read (else ``None``: lines are found when needed).
 
     A JSON file is checked before it is read (:func:`validation.check_json_file`: empty, not UTF-8). When
     ``datasets`` fails on it all the same, the lines that are not JSON objects are named; with ``bad_rows`` ``skip``
@@ -352,22 +355,25 @@ def read_local_file(path: str, flag: str, bad_rows: str = validation.STOP) -> da
             if report:
                 logger.warning(report)
         try:
-            return datasets.load_dataset(builder, data_files=readable, split="train")
+            return datasets.load_dataset(builder, data_files=readable, split="train"), None
         except Exception as error:  # datasets' own, from deep inside its reader: find the line
             if builder != "json":
                 raise ValueError(f"{flag} {path}: datasets could not read it as {builder}: {error}") from error
             if validation.is_json_array(readable):
                 raise ValueError(validation.json_array_problem(readable, flag, path) or
                                  f"{flag} {path}: datasets could not read it as JSON: {error}") from error
-            bad, lines = validation.find_bad_json_lines(readable)
-            if not bad:
-                raise ValueError(f"{flag} {path}: datasets could not read it as JSON lines: {error}") from error
-            if bad_rows != validation.SKIP or len(bad) == lines:
-                raise ValueError(validation.bad_json_lines_message(path, flag, bad, lines)) from None
+            failure = error
+        bad, lines = validation.find_bad_json_lines(readable)
+        if bad and (bad_rows != validation.SKIP or len(bad) == lines):
+            raise ValueError(validation.bad_json_lines_message(path, flag, bad, lines)) from None
+        if bad:
             logger.warning("%s %s: skipped %d of %d lines that are not one JSON object each (--bad_rows skip); the "
                            "first: line %d", flag, path, len(bad), lines, bad[0][0])
-            readable = validation.without_lines(readable, [number for number, _, _ in bad], workdir)
-            return datasets.load_dataset(builder, data_files=readable, split="train")
+        copy, line_numbers = validation.compact_copy(readable, {number for number, _, _ in bad}, workdir)
+        try:
+            return datasets.load_dataset(builder, data_files=copy, split="train"), line_numbers
+        except Exception as error:
+            raise ValueError(f"{flag} {path}: datasets could not read it as JSON lines: {failure}") from error
 
 
 def select_splits(raw: datasets.DatasetDict, data_args: DataArguments, training_args: TrainingArguments,

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sasa.ast_languages import normalize_language, supported_languages_text
+from sasa.ast_languages import ALIASES, SUPPORTED_LANGUAGES, normalize_language
 
 #: ``--bad_rows``: stop at bad data (the default), or leave the bad rows out (and repair non-UTF-8 bytes).
 STOP, SKIP = "stop", "skip"
@@ -114,8 +114,8 @@ def _language_mask(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
 CODE = Rule("the code as a non-empty string", _is_text, _text_mask)
 LABEL = Rule("true/false or 0/1", _is_label, _label_mask)
 SUMMARY = Rule("a non-empty list of string tokens (or a non-empty string)", _is_summary, _summary_mask)
-LANGUAGE = Rule(f"a language SASA parses ({supported_languages_text()}), or no language column with --language",
-                _is_language, _language_mask, required=False)
+LANGUAGE = Rule(f"a language SASA parses: {', '.join(SUPPORTED_LANGUAGES)} (aliases {', '.join(ALIASES)}); or give "
+                "--language to parse every row as one", _is_language, _language_mask, required=False)
 
 #: The columns each task script reads, and what they must hold.
 TASK_COLUMNS: dict[str, dict[str, Rule]] = {
@@ -145,15 +145,17 @@ def valid_rows(column: pa.ChunkedArray, rule: Rule) -> np.ndarray:
 
 # --- where a row is -------------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass
 class Source:
     """Where a split came from, to name it: ``path`` of a local file (``flag`` is ``--train_file`` etc.), or a Hub
-    dataset's ``name``."""
+    dataset's ``name``. ``line_numbers``: the line of each row in ``path``, where ``datasets`` read a copy of it
+    without some lines (:func:`compact_copy`)."""
 
     split: str
     path: str | None = None
     flag: str | None = None
     name: str | None = None
+    line_numbers: np.ndarray | None = None
 
     def __str__(self) -> str:
         if self.path is None:
@@ -163,6 +165,8 @@ class Source:
     def lines(self, rows: list[int]) -> dict[int, int]:
         """The 1-based line of each of ``rows`` (0-based, as ``dataset[row]``) in a JSON-lines file, whose reader skips
         blank lines; ``{}`` for other sources. Reads the file up to the last row asked for."""
+        if self.line_numbers is not None:
+            return {row: int(self.line_numbers[row]) for row in rows}
         if self.path is None or not self.path.endswith((".jsonl", ".json")) or not rows or is_json_array(self.path):
             return {}
         wanted, found, row = set(rows), {}, -1
@@ -333,10 +337,14 @@ def json_array_problem(readable: str, flag: str, path: str) -> str | None:
     return None
 
 
-def without_lines(path: str, lines: list[int], workdir: str) -> str:
-    """A copy of ``path`` in ``workdir`` with ``lines`` (1-based) blanked: the reader skips them, the other lines
-    keep their numbers."""
-    blank, copy = set(lines), os.path.join(workdir, "kept-" + os.path.basename(path))
+def compact_copy(path: str, dropped: set[int], workdir: str) -> tuple[str, np.ndarray]:
+    """A copy of the JSON-lines file ``path`` in ``workdir`` without its blank lines and the lines ``dropped``
+    (1-based), and the line in ``path`` of each row of the copy. ``datasets`` 4 fails on blank lines in a file whose
+    column of mixed types it re-encodes as JSON; the copy reads."""
+    copy, numbers = os.path.join(workdir, "kept-" + os.path.basename(path)), []
     with open(path, "rb") as source, open(copy, "wb") as target:
-        target.writelines(b"\n" if number in blank else line for number, line in enumerate(source, 1))
-    return copy
+        for number, line in enumerate(source, 1):
+            if line.strip() and number not in dropped:
+                target.write(line if line.endswith(b"\n") else line + b"\n")
+                numbers.append(number)
+    return copy, np.array(numbers, dtype=np.int64)
