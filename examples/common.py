@@ -255,7 +255,7 @@ def check_sasa_tokenizer(tokenizer: PreTrainedTokenizerBase, source: str, flag: 
     missing = sum(symbol not in vocabulary for symbol in ByteLevel.alphabet())
     if missing:
         held = (f"the directory holds {sorted(os.listdir(source))[:8]}" if os.path.isdir(source) else
-                "it is no local directory, and a Hub id is found offline only in the local cache")
+                "it is not a local directory; offline, a Hub id loads only from the local cache")
         raise ValueError(f"{flag} {source} is not a SASA tokenizer: expected a byte-level BPE vocabulary (vocab.json "
                          "and merges.txt, as RoBERTa's, CodeBERT's or a SASA checkpoint's), but it loads as "
                          f"{len(tokenizer)} tokens, without {missing} of the 256 byte symbols ({held}).")

@@ -29,7 +29,7 @@ from sasa.ast_languages import ALIASES, SUPPORTED_LANGUAGES, normalize_language
 STOP, SKIP = "stop", "skip"
 #: How many bad rows (or lines) a message lists, and how many characters of a bad value it shows.
 LISTED, SHOWN = 5, 60
-FIX = ("Fix or drop them, or pass --bad_rows skip to leave such rows out (counted in the log).")
+FIX = "Fix or drop them, or pass --bad_rows skip to leave such rows out (counted in the log)."
 
 
 # --- the rules ------------------------------------------------------------------------------------------------------
@@ -233,7 +233,9 @@ def check_split(dataset: datasets.Dataset, columns: Mapping[str, Rule], source: 
 def describe_bad_rows(table: pa.Table, columns: Mapping[str, Rule], valid: Mapping[str, np.ndarray],
                       source: Source) -> str:
     """One line per bad value of the first :data:`LISTED` bad rows: row (and line), column, value, expected."""
-    pairs = sorted((int(row), name) for name, mask in valid.items() for row in np.flatnonzero(~mask)[:LISTED])
+    order = {name: index for index, name in enumerate(valid)}  # within a row, the columns in the table's order
+    pairs = sorted(((int(row), name) for name, mask in valid.items() for row in np.flatnonzero(~mask)[:LISTED]),
+                   key=lambda pair: (pair[0], order[pair[1]]))
     rows = sorted({row for row, _ in pairs})[:LISTED]
     lines = source.lines(rows)
     described = []
