@@ -22,7 +22,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -326,7 +326,7 @@ def load_raw_datasets(data_args: DataArguments, task: str) -> datasets.DatasetDi
                 raise FileNotFoundError(f"--{split}_file {path}: no such file.")
         raw, sources = datasets.DatasetDict(), {}
         for split, path in files.items():
-            raw[split], line_numbers = read_local_file(path, f"--{split}_file", data_args.bad_rows)
+            raw[split], line_numbers = read_local_file(path, split, data_args.bad_rows, columns)
             sources[split] = validation.Source(split, path=path, flag=f"--{split}_file", line_numbers=line_numbers)
     checked = {}
     for split, dataset in raw.items():
@@ -337,17 +337,19 @@ def load_raw_datasets(data_args: DataArguments, task: str) -> datasets.DatasetDi
     return datasets.DatasetDict(checked)
 
 
-def read_local_file(path: str, flag: str, bad_rows: str = validation.STOP) -> tuple[datasets.Dataset,
-                                                                                  np.ndarray | None]:
-    """One local file as a dataset, with what ``datasets`` would report deep inside (or not at all) said first; and
-    the line of each row, where a copy without some lines was read (else ``None``: lines are found when needed).
+def read_local_file(path: str, split: str, bad_rows: str = validation.STOP,
+                    columns: Mapping[str, validation.Rule] | None = None) -> tuple[datasets.Dataset, np.ndarray | None]:
+    """One local file (``--{split}_file``) as a dataset, with what ``datasets`` would report deep inside (or not at
+    all) said first; and the line of each row, where a copy without some lines was read (else ``None``: lines are
+    found when needed).
 
     A JSON file is checked before it is read (:func:`validation.check_json_file`: empty, not UTF-8). When
-    ``datasets`` fails on it all the same, the lines that are not JSON objects are named; with ``bad_rows`` ``skip``
-    they are left out (bad bytes replaced), counted in the log. A temporary copy is read in those cases: ``datasets``
-    keeps what it read in its cache, so the copy is removed at once.
+    ``datasets`` fails on it all the same, it is parsed line by line: the lines that are not JSON objects are named,
+    the rows checked against ``columns`` (:func:`validation.check_objects`), a column of mixed JSON types named. With
+    ``bad_rows`` ``skip`` bad lines and rows are left out (bad bytes replaced), counted in the log. A temporary copy
+    is read in those cases: ``datasets`` keeps what it read in its cache, so the copy is removed at once.
     """
-    builder = LOCAL_FORMATS[os.path.splitext(path)[1]]
+    builder, flag = LOCAL_FORMATS[os.path.splitext(path)[1]], f"--{split}_file"
     with tempfile.TemporaryDirectory(prefix="sasa-bad-rows-") as workdir:
         readable = path
         if builder == "json":
@@ -363,17 +365,30 @@ def read_local_file(path: str, flag: str, bad_rows: str = validation.STOP) -> tu
                 raise ValueError(validation.json_array_problem(readable, flag, path) or
                                  f"{flag} {path}: datasets could not read it as JSON: {error}") from error
             failure = error
-        bad, lines = validation.find_bad_json_lines(readable)
-        if bad and (bad_rows != validation.SKIP or len(bad) == lines):
-            raise ValueError(validation.bad_json_lines_message(path, flag, bad, lines)) from None
-        if bad:
+        objects, numbers, bad_lines = validation.read_json_lines(readable)
+        if bad_lines and (bad_rows != validation.SKIP or not objects):
+            raise ValueError(validation.bad_json_lines_message(path, flag, bad_lines, len(objects) + len(bad_lines)))
+        dropped = {number for number, _, _ in bad_lines}
+        if bad_lines:
             logger.warning("%s %s: skipped %d of %d lines that are not one JSON object each (--bad_rows skip); the "
-                           "first: line %d", flag, path, len(bad), lines, bad[0][0])
-        copy, line_numbers = validation.compact_copy(readable, {number for number, _, _ in bad}, workdir)
+                           "first: line %d", flag, path, len(bad_lines), len(objects) + len(bad_lines),
+                           bad_lines[0][0])
+        source = validation.Source(split, path=path, flag=flag, line_numbers=np.array(numbers, dtype=np.int64))
+        bad = validation.check_objects(objects, columns or {}, source)
+        if bad is not None and bad_rows != validation.SKIP:
+            raise ValueError(bad.error())
+        if bad is not None:
+            logger.warning("%s split: %s", split, bad.skipped())
+            dropped |= {numbers[row] for row in np.flatnonzero(bad.mask)}
+        copy, line_numbers = validation.compact_copy(readable, dropped, workdir)
         try:
             return datasets.load_dataset(builder, data_files=copy, split="train"), line_numbers
         except Exception as error:
-            raise ValueError(f"{flag} {path}: datasets could not read it as JSON lines: {failure}") from error
+            kept = [(row, number) for row, number in zip(objects, numbers) if number not in dropped]
+            mixed = validation.mixed_types([row for row, _ in kept], [number for _, number in kept])
+            raise ValueError(f"{flag} {path}: {mixed}: datasets reads one type per column (this version of it, "
+                             f"{datasets.__version__}); make the column one type." if mixed else
+                             f"{flag} {path}: datasets could not read it as JSON lines: {failure}") from error
 
 
 def select_splits(raw: datasets.DatasetDict, data_args: DataArguments, training_args: TrainingArguments,

@@ -9,7 +9,8 @@ and column.
 
 Before ``datasets`` reads a JSON file, :func:`check_json_file` looks for what its JSON reader turns into an error
 deep inside (or into a crash at tokenization): an empty file, bytes that are not UTF-8. When the reader fails all
-the same, :func:`find_bad_json_lines` says which lines are not JSON objects.
+the same, :func:`read_json_lines` parses it line by line, to name the lines that are not JSON objects and check the
+rows in Python (:func:`check_objects`, :func:`mixed_types`).
 """
 
 import codecs
@@ -201,50 +202,99 @@ def check_split(dataset: datasets.Dataset, columns: Mapping[str, Rule], source: 
     expects. Returns the dataset (with ``policy`` :data:`SKIP`, without its bad rows) and a one-line report for the
     log. A ``ValueError`` for a missing column, an empty split (also once the bad rows are left out) or, with
     :data:`STOP`, bad rows: the first :data:`LISTED` named, with how many in all, by column."""
-    missing = [name for name, rule in columns.items() if rule.required and name not in dataset.column_names]
-    if missing:
-        raise ValueError(f"{source} lacks the column(s) {missing}: this task needs "
-                         f"{[name for name, rule in columns.items() if rule.required]}; the split has "
-                         f"{dataset.column_names}.")
+    check_columns(dataset.column_names, columns, source)
     if len(dataset) == 0:
         raise ValueError(f"{source} has no rows.")
     table = dataset.with_format("arrow")[:]  # zero-copy for a dataset as loaded (no indices mapping)
     checked = {name: rule for name, rule in columns.items() if name in table.column_names}
     valid = {name: valid_rows(table.column(name), rule) for name, rule in checked.items()}
-    bad = ~np.logical_and.reduce(list(valid.values()))
-    names = ", ".join(checked)
-    if not bad.any():
-        return dataset, f"{len(dataset)} rows checked ({names}): all good"
-    counts = {name: int((~mask).sum()) for name, mask in valid.items() if not mask.all()}
-    by_column = ", ".join(f"{name!r} {count}" for name, count in counts.items())
-    listed = describe_bad_rows(table, checked, valid, source)
-    total = int(bad.sum())
-    if policy == SKIP:
-        kept = dataset.select(np.flatnonzero(~bad))
-        if len(kept) == 0:
-            raise ValueError(f"{source}: every one of its {total} rows is bad (by column: {by_column}); the first:\n"
-                             f"{listed}")
-        return kept, (f"skipped {total} of {len(dataset)} rows with bad data (--bad_rows skip; by column: "
-                      f"{by_column}); the first:\n{listed}")
-    raise ValueError(f"{source}: {total} of {len(dataset)} rows hold bad data (by column: {by_column}); the first:\n"
-                     f"{listed}\n{FIX}")
+    bad = BadRows.find(valid, checked, source, lambda name, row: python_values(table.column(name).slice(row, 1))[0])
+    if bad is None:
+        return dataset, f"{len(dataset)} rows checked ({', '.join(checked)}): all good"
+    if policy != SKIP:
+        raise ValueError(bad.error())
+    return dataset.select(np.flatnonzero(~bad.mask)), bad.skipped()
 
 
-def describe_bad_rows(table: pa.Table, columns: Mapping[str, Rule], valid: Mapping[str, np.ndarray],
-                      source: Source) -> str:
-    """One line per bad value of the first :data:`LISTED` bad rows: row (and line), column, value, expected."""
-    order = {name: index for index, name in enumerate(valid)}  # within a row, the columns in the table's order
-    pairs = sorted(((int(row), name) for name, mask in valid.items() for row in np.flatnonzero(~mask)[:LISTED]),
-                   key=lambda pair: (pair[0], order[pair[1]]))
-    rows = sorted({row for row, _ in pairs})[:LISTED]
-    lines = source.lines(rows)
-    described = []
-    for row, name in pairs:
-        if row in rows:
-            value = python_values(table.column(name).slice(row, 1))[0]
-            where = f"row {row}" + (f" (line {lines[row]})" if row in lines else "")
-            described.append(f"  {where}: {name!r} is {shorten(value)}; expected {columns[name].expected}")
-    return "\n".join(described)
+def check_columns(present: list[str], columns: Mapping[str, Rule], source: Source) -> None:
+    """``ValueError`` naming the required ``columns`` not in ``present``, and those there are."""
+    missing = [name for name, rule in columns.items() if rule.required and name not in present]
+    if missing:
+        raise ValueError(f"{source} lacks the column(s) {missing}: this task needs "
+                         f"{[name for name, rule in columns.items() if rule.required]}; the split has {present}.")
+
+
+@dataclass
+class BadRows:
+    """The rows of a split that break its columns' rules: ``mask`` (``[rows]``, True where bad), how many by column,
+    and the first :data:`LISTED` bad rows described (row and line, column, value, what was expected)."""
+
+    source: Source
+    mask: np.ndarray
+    counts: dict[str, int]
+    listed: str
+
+    @classmethod
+    def find(cls, valid: Mapping[str, np.ndarray], columns: Mapping[str, Rule], source: Source,
+             value_at: Callable[[str, int], object]) -> "BadRows | None":
+        """The bad rows given ``valid`` (``[rows]`` bool per column); ``value_at(column, row)`` reads one value for
+        the description. ``None`` when every row is good."""
+        if not valid:
+            return None
+        bad = ~np.logical_and.reduce(list(valid.values()))
+        if not bad.any():
+            return None
+        order = {name: index for index, name in enumerate(valid)}  # within a row, the columns in the table's order
+        pairs = sorted(((int(row), name) for name, mask in valid.items() for row in np.flatnonzero(~mask)[:LISTED]),
+                       key=lambda pair: (pair[0], order[pair[1]]))
+        rows = sorted({row for row, _ in pairs})[:LISTED]
+        lines = source.lines(rows)
+        described = [f"  row {row}" + (f" (line {lines[row]})" if row in lines else "")
+                     + f": {name!r} is {shorten(value_at(name, row))}; expected {columns[name].expected}"
+                     for row, name in pairs if row in rows]
+        counts = {name: int((~mask).sum()) for name, mask in valid.items() if not mask.all()}
+        return cls(source, bad, counts, "\n".join(described))
+
+    def by_column(self) -> str:
+        return ", ".join(f"{name!r} {count}" for name, count in self.counts.items())
+
+    def error(self) -> str:
+        """The message that stops the run."""
+        return (f"{self.source}: {int(self.mask.sum())} of {len(self.mask)} rows hold bad data (by column: "
+                f"{self.by_column()}); the first:\n{self.listed}\n{FIX}")
+
+    def skipped(self) -> str:
+        """The report of ``--bad_rows skip``; a ``ValueError`` if no row is left."""
+        if self.mask.all():
+            raise ValueError(f"{self.source}: every one of its {len(self.mask)} rows is bad (by column: "
+                             f"{self.by_column()}); the first:\n{self.listed}")
+        return (f"skipped {int(self.mask.sum())} of {len(self.mask)} rows with bad data (--bad_rows skip; by column: "
+                f"{self.by_column()}); the first:\n{self.listed}")
+
+
+def check_objects(objects: list[dict], columns: Mapping[str, Rule], source: Source) -> BadRows | None:
+    """:func:`check_split` for rows ``datasets`` could not read (JSON objects parsed one by one, e.g. a column of
+    mixed types with a ``datasets`` that has no ``Json`` feature): the same rules, value by value."""
+    check_columns(list(dict.fromkeys(name for row in objects for name in row)), columns, source)
+    present = {name: rule for name, rule in columns.items() if any(name in row for row in objects)}
+    valid = {name: np.fromiter((rule.is_valid(row.get(name)) for row in objects), bool, len(objects))
+             for name, rule in present.items()}
+    return BadRows.find(valid, present, source, lambda name, row: objects[row].get(name))
+
+
+def mixed_types(objects: list[dict], line_numbers: list[int]) -> str | None:
+    """The first key whose JSON type changes from object to object (nulls aside; integers and floats are numbers):
+    ``"'id' holds a str at line 1 and an int at line 4"``; ``None`` if none does."""
+    first: dict[str, tuple[str, int]] = {}
+    for row, number in zip(objects, line_numbers):
+        for name, value in row.items():
+            if value is None:
+                continue
+            kind = "number" if type(value) in (int, float) else type(value).__name__
+            seen = first.setdefault(name, (kind, number))
+            if seen[0] != kind:
+                return f"{name!r} holds a {seen[0]} at line {seen[1]} and a {kind} at line {number}"
+    return None
 
 
 # --- JSON files, before datasets reads them -------------------------------------------------------------------------
@@ -293,24 +343,26 @@ def check_json_file(path: str, flag: str, policy: str = STOP, workdir: str | Non
                       f"(--bad_rows skip; the first: line {bad[0][0]})")
 
 
-def find_bad_json_lines(path: str) -> tuple[list[tuple[int, str, bytes]], int]:
-    """The lines of a JSON-lines file that are not one JSON object each (``(line number, why, line)``), and how many
-    lines are not blank (the reader skips blank ones). Called when ``datasets`` could not read the file: a Python
-    pass."""
-    bad, lines = [], 0
+def read_json_lines(path: str) -> tuple[list[dict], list[int], list[tuple[int, str, bytes]]]:
+    """Every line of a JSON-lines file parsed: the JSON objects (the rows ``datasets`` would read) with their line
+    numbers, and the other lines (``(line number, why, line)``); blank lines are skipped, as the reader does. Called
+    when ``datasets`` could not read the file: a Python pass."""
+    objects, numbers, bad = [], [], []
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
-            lines += 1
             try:
                 value = json.loads(line)
             except ValueError as error:
                 bad.append((number, f"not JSON ({getattr(error, 'msg', error)})", line))
                 continue
-            if not isinstance(value, dict):
+            if isinstance(value, dict):
+                objects.append(value)
+                numbers.append(number)
+            else:
                 bad.append((number, f"a JSON {type(value).__name__}, not an object", line))
-    return bad, lines
+    return objects, numbers, bad
 
 
 def bad_json_lines_message(path: str, flag: str, bad: list[tuple[int, str, bytes]], lines: int) -> str:

@@ -89,6 +89,7 @@ def test_the_vectorised_check_agrees_with_the_rule_on_every_value(rule, arrow_ty
     assert validation.valid_rows(column, rule).tolist() == expected
 
 
+@pytest.mark.skipif(not hasattr(datasets, "Json"), reason="datasets < 4.3 has no Json feature: it refuses such files")
 def test_a_json_column_of_mixed_types_is_checked_value_by_value(tmp_path):
     """datasets stores a JSON column of mixed types as its Json feature (JSON text in Arrow): decoded, then checked."""
     path = write_jsonl(tmp_path / "mixed.jsonl", [{"func": "int f;", "target": True}, {"func": 3, "target": "maybe"},
@@ -105,12 +106,10 @@ def test_bad_rows_are_named_with_their_line_column_value_and_what_was_expected(t
     bad = {2: {"func": None}, 4: {"target": 2}, 5: {"func": "  ", "target": 7}, 9: {"func": " \n"}}
     rows = rows_with("defect", 12, bad)
     path = write_jsonl(tmp_path / "train.jsonl", rows, blank_lines=True)  # line = row + 2 after the first row
-    # 'target' mixes bools and ints: datasets reads it as JSON text, and fails on the blank line; a copy reads
-    dataset, line_numbers = common.read_local_file(path, "--train_file")
-    assert line_numbers.tolist() == [1, *range(3, 14)]
-    source = validation.Source("train", path=path, flag="--train_file", line_numbers=line_numbers)
+    # 'target' mixes bools and ints: datasets >= 4.3 reads it as JSON text (but fails on the blank line: a copy
+    # without it is read), datasets 4.2 not at all (the rows are then checked in Python): one message either way
     with pytest.raises(ValueError) as raised:
-        validation.check_split(dataset, validation.TASK_COLUMNS["defect"], source)
+        common.load_raw_datasets(common.DataArguments(train_file=path), "defect")
     message = str(raised.value)
     assert message.startswith(f"split 'train' (--train_file {path}): 4 of 12 rows hold bad data "
                               "(by column: 'func' 3, 'target' 2); the first:\n")
@@ -119,6 +118,43 @@ def test_bad_rows_are_named_with_their_line_column_value_and_what_was_expected(t
     assert "  row 5 (line 7): 'func' is '  '; expected" in message and "row 5 (line 7): 'target' is 7" in message
     assert "  row 9 (line 11): 'func' is ' \\n'" in message
     assert message.endswith("pass --bad_rows skip to leave such rows out (counted in the log).")
+
+
+def test_rows_that_datasets_cannot_read_are_checked_in_python_with_the_same_message(tmp_path, monkeypatch):
+    """datasets 4.2 (the lowest supported) refuses a JSON column of mixed types that later versions read as JSON text:
+    the rows are then parsed and checked in Python, and named the same way."""
+    rows = rows_with("defect", 9, {3: {"func": 7}, 6: {"target": "maybe"}})
+    path = write_jsonl(tmp_path / "train.jsonl", rows, blank_lines=True)
+    data_args = common.DataArguments(train_file=path)
+    with pytest.raises(ValueError) as read_by_datasets:
+        common.load_raw_datasets(data_args, "defect")
+    load_dataset = datasets.load_dataset
+
+    def refuse(*args, data_files=None, **kwargs):
+        if data_files == path:
+            raise pa.ArrowInvalid("JSON parse error: Column(/func) changed from string to number in row 3")
+        return load_dataset(*args, data_files=data_files, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", refuse)
+    with pytest.raises(ValueError) as read_by_python:
+        common.load_raw_datasets(data_args, "defect")
+    assert str(read_by_python.value) == str(read_by_datasets.value)
+    assert "\n  row 3 (line 5): 'func' is 7; expected the code" in str(read_by_python.value)
+    assert "\n  row 6 (line 8): 'target' is 'maybe'; expected true/false or 0/1" in str(read_by_python.value)
+
+
+def test_a_column_of_two_valid_types_that_datasets_refuses_is_named(tmp_path, monkeypatch):
+    """Labels given as true/false and as 0/1 in one file are valid; a datasets that reads one type per column
+    refuses them: the column and the two lines are named."""
+    path = write_jsonl(tmp_path / "train.jsonl", rows_with("defect", 4, {2: {"target": 1}}))
+
+    def refuse(*args, **kwargs):
+        raise pa.ArrowInvalid("JSON parse error: Column(/target) changed from boolean to number in row 2")
+
+    monkeypatch.setattr(datasets, "load_dataset", refuse)
+    with pytest.raises(ValueError, match=r"--train_file .*train.jsonl: 'target' holds a bool at line 1 and a number "
+                                         r"at line 3: datasets reads one type per column"):
+        common.load_raw_datasets(common.DataArguments(train_file=path), "defect")
 
 
 def test_only_the_first_rows_are_listed_and_long_values_are_cut(tmp_path):
@@ -181,10 +217,10 @@ def test_an_empty_or_blank_json_file_is_named(tmp_path):
     for name, content in (("empty.jsonl", b""), ("blank.jsonl", b"\n  \n"), ("blank.json", b" ")):
         (tmp_path / name).write_bytes(content)
         with pytest.raises(ValueError, match=rf"--train_file .*{name} is empty: no rows to read"):
-            common.read_local_file(str(tmp_path / name), "--train_file")
+            common.read_local_file(str(tmp_path / name), "train")
     (tmp_path / "array.json").write_text("[]")
     with pytest.raises(ValueError, match=r"--test_file .*array.json is an empty array: no rows to read"):
-        common.read_local_file(str(tmp_path / "array.json"), "--test_file")
+        common.read_local_file(str(tmp_path / "array.json"), "test")
 
 
 def test_non_utf8_bytes_are_named_by_line_or_replaced_and_counted(tmp_path, caplog):
@@ -194,12 +230,12 @@ def test_non_utf8_bytes_are_named_by_line_or_replaced_and_counted(tmp_path, capl
     path = tmp_path / "latin1.jsonl"
     path.write_bytes(b"".join(lines))
     with pytest.raises(ValueError) as raised:
-        common.read_local_file(str(path), "--train_file")
+        common.read_local_file(str(path), "train")
     message = str(raised.value)
     assert f"--train_file {path}: 2 line(s) hold bytes that are not UTF-8; the first:\n  line 3, byte " in message
     assert "\n  line 5, byte " in message and "--bad_rows skip" in message
     caplog.set_level(logging.WARNING, logger="common")
-    dataset, line_numbers = common.read_local_file(str(path), "--train_file", validation.SKIP)
+    dataset, line_numbers = common.read_local_file(str(path), "train", validation.SKIP)
     assert line_numbers is None  # the repaired copy keeps the lines where they were
     assert len(dataset) == 6 and "ret\ufffdrn" in dataset[2]["func"] and "r\ufffd\ufffdturn" in dataset[4]["func"]
     assert "replaced the non-UTF-8 bytes of 2 line(s) with U+FFFD (--bad_rows skip; the first: line 3)" in caplog.text
@@ -220,13 +256,13 @@ def test_lines_that_are_not_json_objects_are_named_or_skipped(tmp_path, caplog):
     path = tmp_path / "broken.jsonl"
     path.write_text("".join(lines), encoding="utf-8")
     with pytest.raises(ValueError) as raised:
-        common.read_local_file(str(path), "--validation_file")
+        common.read_local_file(str(path), "validation")
     message = str(raised.value)
     assert message.startswith(f"--validation_file {path}: 2 of 5 lines are not one JSON object each; the first:\n"
                               "  line 2: not JSON (")
     assert "\n  line 4: a JSON list, not an object: " in message
     caplog.set_level(logging.WARNING, logger="common")
-    dataset, line_numbers = common.read_local_file(str(path), "--validation_file", validation.SKIP)
+    dataset, line_numbers = common.read_local_file(str(path), "validation", validation.SKIP)
     assert dataset["id"] == [0, 2, 4] and line_numbers.tolist() == [1, 3, 5]
     assert "skipped 2 of 5 lines that are not one JSON object each (--bad_rows skip); the first: line 2" in caplog.text
 
@@ -235,7 +271,7 @@ def test_a_json_array_with_a_syntax_error_names_its_line(tmp_path):
     path = tmp_path / "rows.json"
     path.write_text('[\n{"func": "x", "target": true},\n{"func": "y", "target": }\n]', encoding="utf-8")
     with pytest.raises(ValueError, match=r"--train_file .*rows.json: not JSON at line 3, column"):
-        common.read_local_file(str(path), "--train_file")
+        common.read_local_file(str(path), "train")
 
 
 # --- every script, a table of bad files ------------------------------------------------------------------------------
