@@ -89,7 +89,7 @@ def test_the_vectorised_check_agrees_with_the_rule_on_every_value(rule, arrow_ty
     assert validation.valid_rows(column, rule).tolist() == expected
 
 
-@pytest.mark.skipif(not hasattr(datasets, "Json"), reason="datasets < 4.3 has no Json feature: it refuses such files")
+@pytest.mark.skipif(not hasattr(datasets, "Json"), reason="this datasets has no Json feature: it refuses such files")
 def test_a_json_column_of_mixed_types_is_checked_value_by_value(tmp_path):
     """datasets stores a JSON column of mixed types as its Json feature (JSON text in Arrow): decoded, then checked."""
     path = write_jsonl(tmp_path / "mixed.jsonl", [{"func": "int f;", "target": True}, {"func": 3, "target": "maybe"},
@@ -106,7 +106,7 @@ def test_bad_rows_are_named_with_their_line_column_value_and_what_was_expected(t
     bad = {2: {"func": None}, 4: {"target": 2}, 5: {"func": "  ", "target": 7}, 9: {"func": " \n"}}
     rows = rows_with("defect", 12, bad)
     path = write_jsonl(tmp_path / "train.jsonl", rows, blank_lines=True)  # line = row + 2 after the first row
-    # 'target' mixes bools and ints: datasets >= 4.3 reads it as JSON text (but fails on the blank line: a copy
+    # 'target' mixes bools and ints: datasets 5 reads it as JSON text (but fails on the blank line: a copy
     # without it is read), datasets 4.2 not at all (the rows are then checked in Python): one message either way
     with pytest.raises(ValueError) as raised:
         common.load_raw_datasets(common.DataArguments(train_file=path), "defect")
