@@ -20,7 +20,8 @@ LOWEST_TESTS = tests/test_tokenization_sasa.py tests/test_modeling.py tests/test
 	tests/test_pipelines.py tests/test_training.py tests/test_ast_relations.py tests/test_block_layout.py \
 	tests/test_configuration.py tests/test_conversion.py tests/test_data_collator.py tests/test_frequency.py \
 	tests/test_hub_upload.py tests/test_metrics.py tests/test_sparse_attention.py tests/test_visualize.py \
-	tests/test_examples_retrieval_generation.py::test_code_search_model_works_in_sentence_transformers_with_ast_links
+	tests/test_examples_validation.py \
+	tests/test_examples_retrieval_generation.py::test_code_search_output_loads_in_sentence_transformers_with_ast_links
 LOWEST_RUN = HF_HUB_OFFLINE=1 PATH="$(abspath $(LOWEST_VENV))/bin:$$PATH" \
 	TORCH_EXTENSIONS_DIR="$(abspath $(LOWEST_VENV))/torch-extensions" $(LOWEST_VENV)/bin/python
 

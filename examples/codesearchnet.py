@@ -15,9 +15,8 @@ import datasets
 from transformers import PreTrainedTokenizerBase, TrainingArguments
 
 from common import DataArguments, keep_long_splits, load_raw_datasets, select_splits
-from sasa.ast_languages import get_parser, normalize_language, supported_languages_text
+from sasa.ast_languages import get_parser, normalize_language
 
-COLUMNS = ["code", "docstring_tokens"]
 DEFAULT_LANGUAGE = "python"  # NL-code-search-Adv is Python; code-to-text rows name theirs in the language column
 
 
@@ -45,37 +44,16 @@ def strip_docstring(code: str) -> str:
     return code
 
 
-def unsupported_languages(names) -> list[str]:
-    """The entries of ``names`` that are not languages SASA parses (``None``, no AST links, is fine), sorted."""
-    unknown = set()
-    for name in names:
-        try:
-            normalize_language(name)
-        except ValueError:
-            unknown.add(str(name))
-    return sorted(unknown)
-
-
-def check_languages(raw: datasets.DatasetDict, language: str | None) -> None:
-    """``ValueError`` naming the value, where it is and what is supported, for an unknown entry of a ``language``
-    column (checked before any tokenization; ``--language`` itself is checked with the arguments)."""
-    for split, dataset in raw.items():
-        if language is None and "language" in dataset.column_names:
-            unknown = unsupported_languages(dataset.unique("language"))
-            if unknown:
-                raise ValueError(f"split {split!r}: the 'language' column holds {unknown}, which SASA does not "
-                                 f"parse; {supported_languages_text()}. Drop those rows, or give --language to parse "
-                                 "every example as one language.")
-
-
 def prepare(batch: dict[str, list], language: str | None) -> dict[str, list]:
-    """One batch of raw rows → ``code`` (Python docstrings removed), ``text`` (``' '.join(docstring_tokens)``) and
-    ``language`` (``--language``, else the row's ``language`` column, else Python), canonical names."""
+    """One batch of raw rows → ``code`` (Python docstrings removed), ``text`` (``' '.join(docstring_tokens)``, or
+    ``docstring_tokens`` as it is when it is one string) and ``language`` (``--language``, else the row's
+    ``language`` column, else Python), canonical names."""
     count = len(batch["code"])
     languages = [normalize_language(name) for name in (
         [language] * count if language is not None else batch.get("language") or [DEFAULT_LANGUAGE] * count)]
     code = [strip_docstring(text) if name == "python" else text for text, name in zip(batch["code"], languages)]
-    return {"code": code, "text": [" ".join(tokens) for tokens in batch["docstring_tokens"]], "language": languages}
+    texts = [tokens if isinstance(tokens, str) else " ".join(tokens) for tokens in batch["docstring_tokens"]]
+    return {"code": code, "text": texts, "language": languages}
 
 
 def only_language(splits: dict[str, datasets.Dataset]) -> str | None:
@@ -84,14 +62,14 @@ def only_language(splits: dict[str, datasets.Dataset]) -> str | None:
     return languages.pop() if len(languages) == 1 else None
 
 
-def load_splits(data_args: DataArguments, training_args: TrainingArguments,
-                tokenizer: PreTrainedTokenizerBase) -> dict[str, datasets.Dataset]:
+def load_splits(data_args: DataArguments, training_args: TrainingArguments, tokenizer: PreTrainedTokenizerBase,
+                task: str = "search") -> dict[str, datasets.Dataset]:
     """The splits this run needs (:func:`common.select_splits`: ``train`` for ``--do_train``, ``validation`` for
     ``--do_eval``, ``test`` for ``--do_predict``, each cut to its ``--max_*_samples``), as ``code``/``text``/
     ``language`` rows (:func:`prepare`) and, with ``--long_only``, only the examples whose code is longer than
-    ``--long_threshold``. Every check (columns, languages, an empty split) runs here, before a model is built."""
-    raw = load_raw_datasets(data_args, COLUMNS)
-    check_languages(raw, data_args.language)
+    ``--long_threshold``. Every check (``task``'s columns, their rows' values and languages, an empty split) runs
+    here, before a model is built."""
+    raw = load_raw_datasets(data_args, task)
     splits = {split: dataset.map(prepare, fn_kwargs={"language": data_args.language}, batched=True,
                                  remove_columns=dataset.column_names, num_proc=data_args.preprocessing_num_workers,
                                  desc=f"Removing Python docstrings from the {split} code")

@@ -4,10 +4,12 @@ Every ``run_*.py`` is the same skeleton, top to bottom:
 
 1. :func:`parse_arguments`: ``(ModelArguments, DataArguments, [task arguments,] TrainingArguments)`` from one
    ``transformers.HfArgumentParser``, so every Trainer flag works and so does a JSON file of arguments;
-2. :func:`start_run`: logging, the seed, the checkpoint to resume from;
-3. :func:`load_config_and_tokenizer`: the checkpoint checked, the tokenizer, the config, checked against each other;
-4. data: :func:`load_raw_datasets`, :func:`select_splits`, :func:`keep_long_splits` (``--long_only``), then the
-   task's tokenization through :func:`tokenize_splits`;
+2. :func:`start_run`: logging, the seed, ``--output_dir`` writable, the checkpoint to resume from;
+3. :func:`load_config_and_tokenizer`: the checkpoint checked, the tokenizer (a byte-level BPE), the config, checked
+   against each other;
+4. data: :func:`load_raw_datasets` (every row checked against the task's column rules, :mod:`validation`),
+   :func:`select_splits`, :func:`keep_long_splits` (``--long_only``), then the task's tokenization through
+   :func:`tokenize_splits`;
 5. :func:`load_model`, and the task's ``Trainer``;
 6. :func:`train_evaluate_predict`: ``--do_train`` (then save), ``--do_eval``, ``--do_predict`` (the task's
    prediction files and test metrics through two hooks), every split's metrics logged and saved;
@@ -18,12 +20,16 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import datasets
 import numpy as np
 import transformers
+from tokenizers.pre_tokenizers import ByteLevel
 from transformers import (
     AutoConfig,
     HfArgumentParser,
@@ -35,6 +41,7 @@ from transformers import (
 )
 from transformers.trainer_utils import PredictionOutput, get_last_checkpoint
 
+import validation
 from sasa import SasaConfig, SasaTokenizer
 from sasa.ast_languages import normalize_language
 from sasa.frequency import install_identifier_tokens
@@ -89,6 +96,10 @@ class DataArguments:
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for datasets.map."})
     language: str | None = field(default=None, metadata={
         "help": "Language of the code, for its AST links (default: the task's, e.g. c for defect detection)."})
+    bad_rows: Literal["stop", "skip"] = field(default="stop", metadata={
+        "help": "Rows whose columns break the task's rules (a null or blank text, a label not 0/1, ...), lines that "
+                "are not JSON, bytes that are not UTF-8: 'stop' before training with a message naming them, or "
+                "'skip' them (bad bytes replaced by U+FFFD), counted and logged per split."})
 
     def __post_init__(self) -> None:
         if self.dataset_name and self.data_files():
@@ -103,6 +114,8 @@ class DataArguments:
             normalize_language(self.language)
         except ValueError as error:
             raise ValueError(f"--language {self.language}: {error}") from None
+        if self.bad_rows not in (validation.STOP, validation.SKIP):
+            raise ValueError(f"--bad_rows must be 'stop' or 'skip', got {self.bad_rows!r}.")
 
     def data_files(self) -> dict[str, str]:
         """The local files given, by split: ``{"train": ..., "validation": ..., "test": ...}`` (only those set)."""
@@ -135,8 +148,8 @@ def start_run(model_args: ModelArguments, training_args: TrainingArguments) -> s
     Logging: one format, on stdout. The example scripts log through :data:`logger` (INFO on the main process,
     WARNING on the others); transformers and datasets at ``--log_level``/``--log_level_replica`` (by default their
     warnings only). The seed (``--seed``) is set before anything random: weights from scratch, a head's
-    initialisation. Returns ``--resume_from_checkpoint``, else what :func:`last_checkpoint` finds in
-    ``--output_dir``.
+    initialisation. ``--output_dir`` must be writable (:func:`check_output_dir`). Returns
+    ``--resume_from_checkpoint``, else what :func:`last_checkpoint` finds in ``--output_dir``.
     """
     logging.basicConfig(format=LOG_FORMAT, handlers=[logging.StreamHandler(sys.stdout)])
     logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
@@ -144,11 +157,28 @@ def start_run(model_args: ModelArguments, training_args: TrainingArguments) -> s
     transformers.utils.logging.set_verbosity(library_level)
     datasets.utils.logging.set_verbosity(library_level)
     set_seed(training_args.seed)
+    check_output_dir(training_args.output_dir)
     resume = training_args.resume_from_checkpoint or last_checkpoint(
         training_args.output_dir, training_args.do_train, model_args.overwrite_output_dir)
     if resume and training_args.do_train:
         logger.info("resuming training from %s", resume)
     return resume
+
+
+def check_output_dir(output_dir: str) -> None:
+    """``ValueError`` unless ``output_dir`` is a directory this process may write into, or one it may create (its
+    nearest existing parent a writable directory). Checked at the start: Trainer would fail only once the data are
+    tokenized and the model built."""
+    existing = os.path.abspath(output_dir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"--output_dir {output_dir}: {existing} is a file, not a directory; choose another "
+                         "--output_dir.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "is" if existing == os.path.abspath(output_dir) else f"would be made in {existing}, which is"
+        raise ValueError(f"--output_dir {output_dir} {where} not writable by this user; choose another --output_dir "
+                         "(or change the directory's permissions).")
 
 
 def last_checkpoint(output_dir: str, do_train: bool = True, overwrite_output_dir: bool = False) -> str | None:
@@ -176,7 +206,8 @@ def load_config_and_tokenizer(model_args: ModelArguments, data_args: DataArgumen
     against each other before any data is read.
 
     ``--model_name_or_path`` must be a SASA checkpoint (checked first: a RoBERTa one stops here, pointed at
-    ``sasa convert``). The tokenizer is the checkpoint's, or ``--tokenizer_name``; with ``--from_scratch`` the
+    ``sasa convert``). The tokenizer is the checkpoint's, or ``--tokenizer_name``, a byte-level BPE
+    (:func:`check_sasa_tokenizer`); with ``--from_scratch`` the
     vocabulary is the tokenizer's (unless ``--config_overrides`` sets ``vocab_size``). ``--max_source_length``
     must fit the positions, and the tokenizer's ids the vocabulary. Saved with the model: the tokenizer's default
     language (``--language``, else the task's ``language``; ``None`` keeps the tokenizer's own, for scripts that
@@ -185,7 +216,10 @@ def load_config_and_tokenizer(model_args: ModelArguments, data_args: DataArgumen
     """
     if model_args.model_name_or_path is not None:
         check_sasa_checkpoint(model_args.model_name_or_path)  # before the tokenizer: a directory may have none
-    tokenizer = SasaTokenizer.from_pretrained(model_args.tokenizer_name or model_args.model_name_or_path)
+    tokenizer_source = model_args.tokenizer_name or model_args.model_name_or_path
+    tokenizer = SasaTokenizer.from_pretrained(tokenizer_source)
+    check_sasa_tokenizer(tokenizer, tokenizer_source,
+                         "--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path")
     if data_args.language or language:
         tokenizer.language = data_args.language or language  # checked by DataArguments
     if model_args.from_scratch and "vocab_size" not in (model_args.config_overrides or ""):
@@ -207,6 +241,24 @@ def check_sasa_checkpoint(path_or_id: str) -> None:
         raise ValueError(f"{path_or_id} is a {config.model_type!r} checkpoint ({type(config).__name__}), not a SASA "
                          f"one. Convert it first: `sasa convert {path_or_id} <out_dir>`, then pass "
                          "--model_name_or_path <out_dir>.")
+
+
+def check_sasa_tokenizer(tokenizer: PreTrainedTokenizerBase, source: str, flag: str = "--tokenizer_name") -> None:
+    """``ValueError`` unless ``tokenizer`` (loaded from ``source``, given as ``flag``) is a byte-level BPE, as
+    RoBERTa's, CodeBERT's and every SASA checkpoint's: its vocabulary holds the 256 byte symbols.
+
+    ``SasaTokenizer.from_pretrained`` does not fail on a directory without vocabulary files, a checkpoint saved
+    without its tokenizer, a Hub id not in the offline cache, or a WordPiece (BERT) vocabulary: it returns a
+    tokenizer of a few tokens, which would turn every input into ``<unk>``.
+    """
+    vocabulary = tokenizer.get_vocab()
+    missing = sum(symbol not in vocabulary for symbol in ByteLevel.alphabet())
+    if missing:
+        held = (f"the directory holds {sorted(os.listdir(source))[:8]}" if os.path.isdir(source) else
+                "it is not a local directory; offline, a Hub id loads only from the local cache")
+        raise ValueError(f"{flag} {source} is not a SASA tokenizer: expected a byte-level BPE vocabulary (vocab.json "
+                         "and merges.txt, as RoBERTa's, CodeBERT's or a SASA checkpoint's), but it loads as "
+                         f"{len(tokenizer)} tokens, without {missing} of the 256 byte symbols ({held}).")
 
 
 def load_config(model_args: ModelArguments, **kwargs) -> PretrainedConfig:
@@ -237,13 +289,33 @@ def check_model_fits(config: PretrainedConfig, tokenizer: PreTrainedTokenizerBas
                          "checkpoint's own tokenizer (leave out --tokenizer_name).")
 
 
+def check_length_fits(config: PretrainedConfig, flag: str, value: int, positions: int | None = None) -> None:
+    """``ValueError`` unless ``flag``'s ``value`` (a length in tokens, taking ``positions`` positions: by default
+    ``value``) fits the model's position table, e.g. ``--max_query_length`` (queries go through the same encoder)
+    or ``--max_target_length`` (the decoder embeds with the encoder's positions, the start token included)."""
+    positions = value if positions is None else positions
+    if positions > config.max_sequence_length:
+        raise ValueError(f"{flag} {value} needs {positions} positions, but the model has {config.max_sequence_length}:"
+                         f" lower {flag}.")
+
+
 # --- 4. data --------------------------------------------------------------------------------------------------------
 
-def load_raw_datasets(data_args: DataArguments, required_columns: Sequence[str]) -> datasets.DatasetDict:
-    """The task's splits, from the Hub (``--dataset_name``) or local files, each checked for ``required_columns``."""
+def load_raw_datasets(data_args: DataArguments, task: str) -> datasets.DatasetDict:
+    """The task's splits, from the Hub (``--dataset_name``) or local files (:func:`read_local_file`), every row of
+    each checked against ``validation.TASK_COLUMNS[task]`` before anything is tokenized.
+
+    One pass per split (:func:`validation.check_split`): a missing column, an empty split or a bad row stops here
+    with a message naming the split, its file, the first bad rows, the column, the value and what was expected;
+    with ``--bad_rows skip`` the bad rows are left out, counted and logged per split. ``--language`` replaces a
+    ``language`` column, which is then neither read nor checked.
+    """
+    columns = dict(validation.TASK_COLUMNS[task])
+    if data_args.language:
+        columns.pop("language", None)
     if data_args.dataset_name:
         raw = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name)
-        source = data_args.dataset_name
+        sources = {split: validation.Source(split, name=data_args.dataset_name) for split in raw}
     else:
         files = data_args.data_files()
         if not files:
@@ -252,16 +324,71 @@ def load_raw_datasets(data_args: DataArguments, required_columns: Sequence[str])
         for split, path in files.items():
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"--{split}_file {path}: no such file.")
-        raw = datasets.DatasetDict({
-            split: datasets.load_dataset(LOCAL_FORMATS[os.path.splitext(path)[1]], data_files=path, split="train")
-            for split, path in files.items()})
-        source = "the local files"
+        raw, sources = datasets.DatasetDict(), {}
+        for split, path in files.items():
+            raw[split], line_numbers = read_local_file(path, split, data_args.bad_rows, columns)
+            sources[split] = validation.Source(split, path=path, flag=f"--{split}_file", line_numbers=line_numbers)
+    checked = {}
     for split, dataset in raw.items():
-        missing = [column for column in required_columns if column not in dataset.column_names]
-        if missing:
-            raise ValueError(f"split {split!r} of {source} lacks the column(s) {missing}: this task needs "
-                             f"{list(required_columns)}; the split has {dataset.column_names}.")
-    return raw
+        start = time.perf_counter()
+        checked[split], report = validation.check_split(dataset, columns, sources[split], data_args.bad_rows)
+        log = logger.warning if len(checked[split]) < len(dataset) else logger.info
+        log("%s split, checked in %.2f s: %s", split, time.perf_counter() - start, report)
+    return datasets.DatasetDict(checked)
+
+
+def read_local_file(path: str, split: str, bad_rows: str = validation.STOP,
+                    columns: Mapping[str, validation.Rule] | None = None) -> tuple[datasets.Dataset, np.ndarray | None]:
+    """One local file (``--{split}_file``) as a dataset, with what ``datasets`` would report deep inside (or not at
+    all) said first; and the line of each row, where a copy without some lines was read (else ``None``: lines are
+    found when needed).
+
+    A JSON file is checked before it is read (:func:`validation.check_json_file`: empty, not UTF-8). When
+    ``datasets`` fails on it all the same, it is parsed line by line: the lines that are not JSON objects are named,
+    the rows checked against ``columns`` (:func:`validation.check_objects`), a column of mixed JSON types named. With
+    ``bad_rows`` ``skip`` bad lines and rows are left out (bad bytes replaced), counted in the log. A temporary copy
+    is read in those cases: ``datasets`` keeps what it read in its cache, so the copy is removed at once.
+    """
+    builder, flag = LOCAL_FORMATS[os.path.splitext(path)[1]], f"--{split}_file"
+    with tempfile.TemporaryDirectory(prefix="sasa-bad-rows-") as workdir:
+        readable = path
+        if builder == "json":
+            readable, report = validation.check_json_file(path, flag, bad_rows, workdir)
+            if report:
+                logger.warning(report)
+        try:
+            return datasets.load_dataset(builder, data_files=readable, split="train"), None
+        except Exception as error:  # datasets' own, from deep inside its reader: find the line
+            if builder != "json":
+                raise ValueError(f"{flag} {path}: datasets could not read it as {builder}: {error}") from error
+            if validation.is_json_array(readable):
+                raise ValueError(validation.json_array_problem(readable, flag, path) or
+                                 f"{flag} {path}: datasets could not read it as JSON: {error}") from error
+            failure = error
+        objects, numbers, bad_lines = validation.read_json_lines(readable)
+        if bad_lines and (bad_rows != validation.SKIP or not objects):
+            raise ValueError(validation.bad_json_lines_message(path, flag, bad_lines, len(objects) + len(bad_lines)))
+        dropped = {number for number, _, _ in bad_lines}
+        if bad_lines:
+            logger.warning("%s %s: skipped %d of %d lines that are not one JSON object each (--bad_rows skip); the "
+                           "first: line %d", flag, path, len(bad_lines), len(objects) + len(bad_lines),
+                           bad_lines[0][0])
+        source = validation.Source(split, path=path, flag=flag, line_numbers=np.array(numbers, dtype=np.int64))
+        bad = validation.check_objects(objects, columns or {}, source)
+        if bad is not None and bad_rows != validation.SKIP:
+            raise ValueError(bad.error())
+        if bad is not None:
+            logger.warning("%s split: %s", split, bad.skipped())
+            dropped |= {numbers[row] for row in np.flatnonzero(bad.mask)}
+        copy, line_numbers = validation.compact_copy(readable, dropped, workdir)
+        try:
+            return datasets.load_dataset(builder, data_files=copy, split="train"), line_numbers
+        except Exception as error:
+            kept = [(row, number) for row, number in zip(objects, numbers) if number not in dropped]
+            mixed = validation.mixed_types([row for row, _ in kept], [number for _, number in kept])
+            raise ValueError(f"{flag} {path}: {mixed}: datasets reads one type per column (this version of it, "
+                             f"{datasets.__version__}); make the column one type." if mixed else
+                             f"{flag} {path}: datasets could not read it as JSON lines: {failure}") from error
 
 
 def select_splits(raw: datasets.DatasetDict, data_args: DataArguments, training_args: TrainingArguments,

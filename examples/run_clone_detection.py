@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     # first `// comment` comments out the rest and tree-sitter finds no statements (no AST blocks). CodeXGLUE trains
     # on a random 10 % of train and evaluates on 10 % of validation: --max_train_samples/--max_eval_samples sample
     # those two splits at random (seeded); --max_predict_samples takes the head of test.
-    raw = common.load_raw_datasets(data_args, ["func1", "func2", "label"])
+    raw = common.load_raw_datasets(data_args, "clone")
     splits = common.select_splits(raw, data_args, training_args, random_sample=True)
     if data_args.long_only:  # pairs where either function is long; --max_*_samples applies first
         splits = common.keep_long_splits(splits, tokenizer, ["func1", "func2"], data_args)

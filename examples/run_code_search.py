@@ -87,12 +87,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model_args, data_args, search_args, training_args = common.parse_arguments(argv, TASK_DEFAULTS, SearchArguments)
     resume = common.start_run(model_args, training_args)
 
-    # Configuration and tokenizer (a non-SASA checkpoint, e.g. CodeBERT not yet converted, stops here).
+    # Configuration and tokenizer (a non-SASA checkpoint, e.g. CodeBERT not yet converted, stops here), and the
+    # lengths the model's positions must hold.
     config, tokenizer = common.load_config_and_tokenizer(model_args, data_args)
+    common.check_length_fits(config, "--max_query_length", search_args.max_query_length)
 
     # Data: code (Python docstrings removed) with its AST links, each example in its own language; queries
     # (' '.join(docstring_tokens)) without AST links.
-    splits = codesearchnet.load_splits(data_args, training_args, tokenizer)
+    splits = codesearchnet.load_splits(data_args, training_args, tokenizer, "search")
     if not data_args.language:  # saved: the language of code given without one (pipelines, sentence-transformers)
         tokenizer.language = codesearchnet.only_language(splits) or tokenizer.language
 

@@ -51,12 +51,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     training_args.generation_max_length = training_args.generation_max_length or summary_args.max_target_length + 1
     resume = common.start_run(model_args, training_args)
 
-    # Configuration and tokenizer (a non-SASA checkpoint, e.g. CodeBERT not yet converted, stops here).
+    # Configuration and tokenizer (a non-SASA checkpoint, e.g. CodeBERT not yet converted, stops here), and the
+    # lengths the model's positions must hold.
     config, tokenizer = common.load_config_and_tokenizer(model_args, data_args)
+    common.check_length_fits(config, "--max_target_length", summary_args.max_target_length,
+                             positions=summary_args.max_target_length + 1)  # the decoder's start token too
 
     # Data: code (Python docstrings removed) with its AST links, each example in its own language; labels = the
     # summary's ids after <s>, ending in </s>.
-    splits = codesearchnet.load_splits(data_args, training_args, tokenizer)
+    splits = codesearchnet.load_splits(data_args, training_args, tokenizer, "summarization")
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
         code = tokenizer(batch["code"], language=batch["language"], truncation=True,

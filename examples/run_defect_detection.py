@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     # line: its first `// comment` then comments out all the rest and `#if`/`#define` lines run on, so tree-sitter
     # finds no statement and SASA loses its AST blocks (a 15-line function with a `//` comment on its first
     # statement: 38 syntax nodes instead of 129). The cost: newlines and indentation are tokens too.
-    raw = common.load_raw_datasets(data_args, ["func", "target"])
+    raw = common.load_raw_datasets(data_args, "defect")
     splits = common.select_splits(raw, data_args, training_args)
     if data_args.long_only:  # the paper's long-code subsets; --max_*_samples applies first
         splits = common.keep_long_splits(splits, tokenizer, "func", data_args)

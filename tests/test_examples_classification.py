@@ -362,7 +362,8 @@ def bad_input_case(case: str, task: str, checkpoint: str, data: dict, tmp_path) 
         rows = [{key: value for key, value in row.items() if key != column}
                 for row in (defect_rows if task == "defect" else clone_rows)(4, 0)]
         files["validation"] = write_jsonl(tmp_path / "no-column.jsonl", rows)
-        return data_flags(files), rf"split 'validation' of the local files lacks the column\(s\) \['{column}'\]"
+        return data_flags(files), (r"split 'validation' \(--validation_file .*no-column.jsonl\) lacks the column\(s\) "
+                                   rf"\['{column}'\]")
     flags = data_flags(files)
     if case == "nothing long":
         return flags + ["--long_only"], r"no example is longer than 512 tokens .*Run without --long_only"

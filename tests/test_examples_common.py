@@ -14,7 +14,7 @@ from conftest import tiny_config
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
 import common  # noqa: E402
 
-DEFECT_COLUMNS = ["func", "target"]
+DEFECT = "defect"  # the task whose columns (func, target) these tests read
 
 
 def write_jsonl(path, rows: list[dict]) -> str:
@@ -66,7 +66,7 @@ def test_load_raw_datasets_reads_jsonl_and_parquet_files_by_split(tmp_path):
     test = str(tmp_path / "test.parquet")
     datasets.Dataset.from_list(defect_rows(4)).to_parquet(test)
     data_args = common.DataArguments(train_file=train, validation_file=validation, test_file=test)
-    raw = common.load_raw_datasets(data_args, DEFECT_COLUMNS)
+    raw = common.load_raw_datasets(data_args, DEFECT)
     assert {split: len(dataset) for split, dataset in raw.items()} == {"train": 5, "validation": 3, "test": 4}
     assert raw["test"][1]["func"] == "int f1(int x) { return x + 1; }"
 
@@ -74,7 +74,7 @@ def test_load_raw_datasets_reads_jsonl_and_parquet_files_by_split(tmp_path):
 def test_load_raw_datasets_reads_a_json_array(tmp_path):
     path = tmp_path / "train.json"
     path.write_text(json.dumps(defect_rows(2)), encoding="utf-8")
-    raw = common.load_raw_datasets(common.DataArguments(train_file=str(path)), DEFECT_COLUMNS)
+    raw = common.load_raw_datasets(common.DataArguments(train_file=str(path)), DEFECT)
     assert len(raw["train"]) == 2
 
 
@@ -83,19 +83,19 @@ def test_a_missing_column_names_the_split_the_missing_and_the_present_columns(tm
     data_args = common.DataArguments(validation_file=write_jsonl(tmp_path / "valid.jsonl", rows))
     with pytest.raises(ValueError, match=r"split 'validation'.*\['func'\].*needs \['func', 'target'\].*"
                                          r"has \['id', 'code', 'target'\]"):
-        common.load_raw_datasets(data_args, DEFECT_COLUMNS)
+        common.load_raw_datasets(data_args, DEFECT)
 
 
 def test_no_data_and_missing_files_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="no data: give --dataset_name"):
-        common.load_raw_datasets(common.DataArguments(), DEFECT_COLUMNS)
+        common.load_raw_datasets(common.DataArguments(), DEFECT)
     with pytest.raises(FileNotFoundError, match="--test_file .*nope.jsonl: no such file"):
-        common.load_raw_datasets(common.DataArguments(test_file=str(tmp_path / "nope.jsonl")), DEFECT_COLUMNS)
+        common.load_raw_datasets(common.DataArguments(test_file=str(tmp_path / "nope.jsonl")), DEFECT)
 
 
 def test_select_split_cuts_to_max_samples_and_names_the_splits_there_are(tmp_path):
     raw = common.load_raw_datasets(
-        common.DataArguments(train_file=write_jsonl(tmp_path / "train.jsonl", defect_rows(5))), DEFECT_COLUMNS)
+        common.DataArguments(train_file=write_jsonl(tmp_path / "train.jsonl", defect_rows(5))), DEFECT)
     assert len(common.select_split(raw, "train", max_samples=2)) == 2
     assert len(common.select_split(raw, "train", max_samples=50)) == 5
     with pytest.raises(ValueError, match=r"needs a 'test' split, but the data has \['train'\]: give --test_file"):
@@ -233,7 +233,7 @@ def test_an_unknown_language_is_refused_with_the_arguments():
 
 def test_select_split_with_a_seed_samples_at_random(tmp_path):
     raw = common.load_raw_datasets(
-        common.DataArguments(train_file=write_jsonl(tmp_path / "train.jsonl", defect_rows(50))), DEFECT_COLUMNS)
+        common.DataArguments(train_file=write_jsonl(tmp_path / "train.jsonl", defect_rows(50))), DEFECT)
     sample = common.select_split(raw, "train", max_samples=10, seed=0)
     assert len(sample) == 10 and sample["id"] != list(range(10))
     assert sample["id"] == common.select_split(raw, "train", max_samples=10, seed=0)["id"]
@@ -248,6 +248,29 @@ def test_check_model_fits_names_the_flag_to_change(bpe_dir):
         common.check_model_fits(config, tokenizer, 1024)
     with pytest.raises(ValueError, match=rf"the tokenizer has {len(tokenizer)} ids but the model only 100"):
         common.check_model_fits(tiny_config(vocab_size=100), tokenizer, 512)
+
+
+def test_check_sasa_tokenizer_refuses_what_is_not_a_byte_level_bpe(bpe_dir, tmp_path):
+    common.check_sasa_tokenizer(sasa.SasaTokenizer.from_pretrained(bpe_dir), bpe_dir)
+    # from_pretrained does not fail on an empty directory: five special tokens, every input <unk>
+    empty = sasa.SasaTokenizer.from_pretrained(str(tmp_path))
+    with pytest.raises(ValueError, match=r"--model_name_or_path .* is not a SASA tokenizer: .* loads as 5 tokens, "
+                                         r"without 256 of the 256 byte symbols \(the directory holds \[\]\)"):
+        common.check_sasa_tokenizer(empty, str(tmp_path), "--model_name_or_path")
+
+
+def test_check_length_fits_names_the_flag_and_the_positions():
+    config = tiny_config()  # 512 positions
+    common.check_length_fits(config, "--max_query_length", 512)
+    with pytest.raises(ValueError, match=r"--max_target_length 512 needs 513 positions, but the model has 512: "
+                                         r"lower --max_target_length"):
+        common.check_length_fits(config, "--max_target_length", 512, positions=513)
+
+
+def test_bad_rows_takes_stop_or_skip():
+    assert common.DataArguments().bad_rows == "stop"
+    with pytest.raises(ValueError, match=r"--bad_rows must be 'stop' or 'skip', got 'ignore'"):
+        common.DataArguments(bad_rows="ignore")
 
 
 # --- compact AST links in the datasets cache ------------------------------------------------------------------------

@@ -171,6 +171,8 @@ def test_prepare_reads_each_rows_language_and_joins_the_docstring_tokens():
     assert codesearchnet.prepare(batch, language="c")["language"] == ["c", "c"]  # --language wins
     no_column = {key: value for key, value in batch.items() if key != "language"}
     assert codesearchnet.prepare(no_column, language=None)["language"] == ["python", "python"]
+    as_strings = {**batch, "docstring_tokens": ["Doc.", "Returns one"]}  # a summary given as one string: kept
+    assert codesearchnet.prepare(as_strings, language=None)["text"] == ["Doc.", "Returns one"]
 
 
 def test_only_language_names_the_data_language_when_there_is_one():
@@ -349,14 +351,14 @@ def test_bad_input_stops_before_training_with_what_to_fix(script, case, workspac
     if case == "missing column":
         data["train"] = bad_rows(workspace, "missing", lambda row: {k: v for k, v in row.items()
                                                                     if k != "docstring_tokens"})
-        message = r"split 'train' of the local files lacks the column\(s\) \['docstring_tokens'\]"
+        message = r"split 'train' \(--train_file .*bad-missing.jsonl\) lacks the column\(s\) \['docstring_tokens'\]"
     elif case == "empty after --long_only":
         extra = ["--long_only", "--long_threshold", "100000"]
         message = "no example is longer than 100000 tokens"
     elif case == "unknown language column":
         data["train"] = bad_rows(workspace, "kotlin", lambda row: {**row, "language": "kotlin"}
                                  if row["language"] == "java" else row)
-        message = r"the 'language' column holds \['kotlin'\].*supported: python"
+        message = r"row \d+ \(line \d+\): 'language' is 'kotlin'; expected a language SASA parses: python"
     elif case == "unknown --language":
         extra = ["--language", "cobol"]
         message = "--language cobol: unsupported language 'cobol'"
