@@ -132,10 +132,15 @@ def run_one(plan: Plan, encoder_name: str, seed: int, done_tasks: set[str], log=
             peak = _rss("VmHWM") - resting
             metrics = task_training.evaluate_misuse(encoder, heads, data.misuse_test, data.pad_id)
         elif task == "repair":
+            # The pre-trained masked-LM head alone, before fine-tuning: how much of the repair pre-training already gives.
+            before = task_training.evaluate_repair(encoder, head, data.misuse_test, data.pad_id, data.mask_id)
+            _peak_rss_reset()
             trained = task_training.finetune_repair(encoder, head, data, plan.run.misuse_steps, seed,
                                                     plan.run.finetune_batch, plan.run.finetune_learning_rate, log=log)
             peak = _rss("VmHWM") - resting
             metrics = task_training.evaluate_repair(encoder, head, data.misuse_test, data.pad_id, data.mask_id)
+            metrics.update({f"before_finetuning_{key}": value for key, value in before.items()
+                            if key.startswith("repair")})
         else:
             trained = task_training.finetune_search(encoder, data, plan.run.search_steps, seed,
                                                     plan.run.finetune_batch, plan.run.finetune_learning_rate, log=log)
