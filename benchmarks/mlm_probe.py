@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from sasa.masking import copy_candidates, far_tokens, sample_mask
+
 #: The probe model (``SasaConfig`` fields): ~1000 steps of 4 x 1024 tokens in ~2 minutes on 2 CPU cores.
 PROBE_MODEL = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512,
                    hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -188,10 +190,6 @@ def stdlib_pieces(tokenizer, max_length: int = 1024, min_length: int = 768, limi
     return texts, groups
 
 
-def copy_candidates(input_ids: torch.Tensor, identifier: torch.Tensor) -> torch.Tensor:
-    """``[L]`` bool: identifier pieces whose id occurs at least twice in the sequence."""
-    counts = torch.bincount(input_ids, minlength=identifier.shape[0])
-    return identifier[input_ids] & (counts[input_ids] >= 2)
 
 
 def token_kinds(source: str, offsets: list[tuple[int, int]], language: str | None) -> torch.Tensor:
@@ -264,17 +262,6 @@ def split_examples(examples: list[Example], test_every: int = 4) -> tuple[list[E
     return [e for e in examples if e.group not in held_out], [e for e in examples if e.group in held_out]
 
 
-def far_tokens(input_ids: torch.Tensor, masked: torch.Tensor, identifier: torch.Tensor, block_size: int,
-               window_radius: int = 1, num_global_blocks: int = 1) -> torch.Tensor:
-    """``[L]`` bool: masked identifier pieces with other *unmasked* occurrences (same id), all of them outside the
-    window blocks of the token's block and outside the global blocks (tokens of global blocks are never far)."""
-    length = input_ids.shape[0]
-    block = torch.arange(length) // block_size
-    same = (input_ids[:, None] == input_ids[None, :]) & ~masked[None, :]
-    same.fill_diagonal_(False)
-    seen = ((block[:, None] - block[None, :]).abs() <= window_radius) | (block[None, :] < num_global_blocks)
-    copyable = masked & identifier[input_ids] & same.any(1)
-    return copyable & ~(same & seen).any(1) & (block >= num_global_blocks)
 
 
 def occurrence_reached(input_ids: torch.Tensor, masked: torch.Tensor, block_mask: torch.Tensor,
@@ -289,13 +276,6 @@ def occurrence_reached(input_ids: torch.Tensor, masked: torch.Tensor, block_mask
     return (same & allowed).any(1)
 
 
-def sample_mask(candidates: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:
-    """Mask each candidate with probability ``rate`` (at least one per sequence when there are candidates)."""
-    masked = candidates & (torch.rand(candidates.shape, generator=generator) < rate)
-    if not masked.any() and candidates.any():
-        choices = candidates.nonzero()[:, 0]
-        masked[choices[torch.randint(len(choices), (1,), generator=generator)]] = True
-    return masked
 
 
 def add_evaluation_masks(examples: list[Example], vocab: Vocabulary, rate: float = 0.25, passes: int = 1,

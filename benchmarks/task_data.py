@@ -194,8 +194,8 @@ def prepare(settings: DataSettings, cache_dir: str, progress=print) -> TaskData:
     if os.path.exists(path):
         return torch.load(path, weights_only=False)
     started = time.perf_counter()
-    from mlm_probe import copy_candidates
     from sasa.frequency import identifier_vocabulary
+    from sasa.masking import copy_candidates
 
     sources = (code_tasks.read_sources(list(settings.corpus)) if settings.corpus
                else code_tasks.standard_library_sources())[: settings.limit_sources]

@@ -118,7 +118,7 @@ def pretrain(encoder, data: TaskData, steps: int, seed: int, batch_size: int = 4
              mask_rate: float = 0.25, log=None) -> tuple[MaskedLMHead, dict]:
     """Identifier-copy masked-LM pre-training of ``encoder`` on ``data.pretrain`` (every encoder alike); returns the
     trained head (the repair task starts from it) and the training numbers."""
-    from mlm_probe import sample_mask
+    from sasa.masking import sample_mask
 
     head = MaskedLMHead(encoder.word_embeddings)
     generator = torch.Generator().manual_seed(seed)

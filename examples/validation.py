@@ -124,6 +124,7 @@ TASK_COLUMNS: dict[str, dict[str, Rule]] = {
     "clone": {"func1": CODE, "func2": CODE, "label": LABEL},
     "search": {"code": CODE, "docstring_tokens": SUMMARY, "language": LANGUAGE},
     "summarization": {"code": CODE, "docstring_tokens": SUMMARY, "language": LANGUAGE},
+    "mlm": {"code": CODE, "language": LANGUAGE},
 }
 
 

@@ -17,7 +17,7 @@ from transformers import (
 
 from .block_layout import BlockLayout, ast_block_scores, build_layout, frequency_block_scores
 from .configuration_sasa import SasaConfig
-from .data_collator import SasaDataCollator
+from .data_collator import SasaDataCollator, SasaDataCollatorForMaskedLM
 from .modeling_sasa import (
     CodeSearchOutput,
     SasaForCodeSearch,
@@ -46,6 +46,7 @@ __all__ = [
     "SUPPORTED_BACKENDS",
     "SasaConfig",
     "SasaDataCollator",
+    "SasaDataCollatorForMaskedLM",
     "SasaForCodeSearch",
     "SasaForCodeSummarization",
     "SasaForMaskedLM",

@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         model = convert_roberta_checkpoint(args.source, args.output_dir, args.max_position_embeddings, args.head,
                                            **_sparse_fields(args))
         print(f"saved {type(model).__name__} ({model.config.max_sequence_length} tokens) to {args.output_dir}")
+        print(next_step(args.output_dir, model.config.max_sequence_length))
     elif args.command == "topk":
         _topk(args)
     elif args.command == "show-layout":
@@ -97,6 +98,15 @@ def main(argv: list[str] | None = None) -> int:
             print(failure, file=sys.stderr)
             return 1
     return 0
+
+
+def next_step(output_dir: str, max_length: int) -> str:
+    """What ``sasa convert`` advises next: continued masked-LM pre-training on long code, with the command."""
+    return ("next: continue masked-LM pre-training on long code, so the model learns its new positions and its "
+            "sparse layout before fine-tuning (docs/continued-pretraining.md), e.g.\n"
+            f"  python examples/run_mlm.py --model_name_or_path {output_dir} \\\n"
+            f"      --dataset_name google/code_x_glue_ct_code_to_text --dataset_config_name python --long_only \\\n"
+            f"      --max_source_length {max_length} --do_train --do_eval --output_dir {output_dir}-mlm")
 
 
 def _topk(args: argparse.Namespace) -> None:

@@ -67,3 +67,53 @@ class SasaDataCollator:
         if self.pad_to_multiple_of:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
         return torch.tensor([list(value) + [self.label_pad_token_id] * (width - len(value)) for value in values])
+
+
+@dataclass
+class SasaDataCollatorForMaskedLM(SasaDataCollator):
+    """Pad, then hide tokens for masked-LM (:mod:`sasa.masking`): a fresh mask each batch, drawn from torch's
+    global random generator (Trainer seeds it and restores it when a run resumes).
+
+    Features that already hold ``labels`` (a held-out split's fixed masks, :func:`sasa.masking.evaluation_mask`)
+    are only padded, their labels with ``-100``. Otherwise ``masking`` (``"tokens"`` or ``"identifiers"``) selects
+    about ``mlm_probability`` of each sequence's non-special tokens, which are corrupted as BERT does (80 %
+    ``<mask>``, 10 % a random id, 10 % kept); ``labels`` are the selected tokens' ids, ``-100`` elsewhere.
+
+    Args:
+        tokenizer, pad_to_multiple_of, label_pad_token_id: As :class:`SasaDataCollator`.
+        masking: One of :data:`sasa.masking.MASKINGS`.
+        mlm_probability: Share of the tokens (or words) selected.
+    """
+
+    masking: str = "tokens"
+    mlm_probability: float = 0.15
+
+    def __post_init__(self) -> None:
+        from .masking import MASKINGS, MaskingVocabulary
+
+        if self.masking not in MASKINGS:
+            raise ValueError(f"masking must be one of {MASKINGS}, got {self.masking!r}.")
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}.")
+        if self.tokenizer.mask_token_id is None:
+            raise ValueError("the tokenizer has no <mask> token, which masked-LM needs.")
+        self.vocabulary = MaskingVocabulary.from_tokenizer(self.tokenizer)
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = super().__call__(features)
+        return batch if "labels" in batch else self.mask_batch(batch)
+
+    def mask_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Hide tokens of a padded batch (``input_ids``, ``attention_mask``): ``input_ids`` corrupted, ``labels``
+        added. Draws from torch's global generator when called: a Trainer that calls it in its training step (as
+        ``examples/run_mlm.py`` does) draws the same masks in a resumed run as in the uninterrupted one, where a data
+        loader may collate a batch before Trainer restores the checkpoint's random state."""
+        from .masking import corrupt, select_tokens
+
+        generator = torch.default_generator
+        lengths = batch["attention_mask"].sum(1).tolist()
+        selected = torch.stack([select_tokens(ids, self.vocabulary, self.masking, self.mlm_probability, generator,
+                                              int(length)) for ids, length in zip(batch["input_ids"].cpu(), lengths)])
+        inputs, labels = corrupt(batch["input_ids"].cpu(), selected, self.vocabulary, generator)
+        device = batch["input_ids"].device
+        return {**batch, "input_ids": inputs.to(device), "labels": labels.to(device)}
