@@ -375,3 +375,31 @@ def test_sasa_convert_prints_the_next_step(converted, capsys):
     assert f"saved SasaForMaskedLM (1024 tokens) to {output_dir}" in printed
     assert "examples/run_mlm.py" in printed and f"--model_name_or_path {output_dir}" in printed
     assert "--max_source_length 1024" in printed and "docs/continued-pretraining.md" in printed
+
+
+def test_the_benchmark_reads_long_code_in_windows_of_s_and_511_tokens():
+    """benchmarks/continued_pretraining.py's 512-token reference: each window is <s> + 511 tokens, read on its own,
+    and every token's logits come from the window that holds it (<s>'s from the first)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import continued_pretraining
+
+    class PositionEcho(torch.nn.Module):
+        """Logits one-hot at the token's position inside the window it was given; <s> must start every window."""
+
+        config = type("Config", (), {"vocab_size": 600})()
+
+        def forward(self, input_ids, attention_mask):
+            assert input_ids.shape[1] <= 512 and (input_ids[:, 0] == 0).all()
+            positions = torch.arange(input_ids.shape[1]).expand_as(input_ids)
+            return type("Output", (), {"logits": F.one_hot(positions, 600).float()})()
+
+    length = 1400
+    input_ids = torch.randint(5, 50, (2, length))
+    input_ids[:, 0] = 0
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 700:] = 0  # the second sequence is shorter: its last window is padding only
+    logits = continued_pretraining._windowed_logits(PositionEcho(), input_ids, attention_mask, cut=512)
+    assert logits.shape == (2, length, 600)
+    expected = [0] + [(p - 1) % 511 + 1 for p in range(1, length)]
+    assert logits[0].argmax(-1).tolist() == expected
+    assert logits[1, :700].argmax(-1).tolist() == expected[:700]
