@@ -85,9 +85,10 @@ class MaskedLMTrainer(Trainer):
         loss, logits, labels = super().prediction_step(model, inputs, False, ignore_keys)
         if prediction_loss_only or labels is None:
             return loss, None, None
-        config = self.accelerator.unwrap_model(model).config
-        stats = token_statistics(logits, labels, inputs["input_ids"].to(labels.device), self.masker.vocabulary.identifier,
-                                 config.block_size, config.window_radius, config.num_global_blocks)
+        config = self.accelerator.unwrap_model(model).config  # far tokens: against the model's own window
+        stats = token_statistics(logits, labels, inputs["input_ids"].to(labels.device),
+                                 self.masker.vocabulary.identifier, config.block_size, config.window_radius,
+                                 config.num_global_blocks)
         return loss, stats, labels
 
 
@@ -101,8 +102,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     config, tokenizer = common.load_config_and_tokenizer(model_args, data_args)
     vocabulary = MaskingVocabulary.from_tokenizer(tokenizer)  # the held-out masks'
 
-    # Data: the code with its AST links, each example in its language. Training batches are masked afresh by the
-    # collator; held-out examples get their fixed mask here.
+    # Data: the code with its AST links, each example in its language. Training batches are masked afresh in each
+    # training step (MaskedLMTrainer); held-out examples get their fixed mask here.
     raw = common.load_raw_datasets(data_args, "mlm")
     splits = common.select_splits(raw, data_args, training_args)
     if data_args.long_only:

@@ -6,8 +6,8 @@ Two maskings (:data:`MASKINGS`), both hiding about ``rate`` of the non-special t
     RoBERTa's: every non-special token is hidden with probability ``rate`` on its own. A name cut into several BPE
     pieces (``Ġprocess``, ``_``, ``request``) is often half hidden, and its visible pieces give the rest away.
 ``identifiers``
-    Whole identifiers: the pieces of one name (:func:`word_ids`: adjacent pieces of word characters, the first
-    one identifier-like) are hidden together or not at all, each name with probability ``rate``; every other token
+    Whole names: the pieces of one word (:func:`word_ids`: adjacent pieces of word characters, ``total_value``,
+    ``items_2``, ``10``) are hidden together or not at all, each word with probability ``rate``; every other token
     on its own, as ``tokens`` does. Whole-word masking, with code's names as the words.
 
 Training hides a selected token as BERT does (:func:`corrupt`: 80 % ``<mask>``, 10 % a random id, 10 % kept);
