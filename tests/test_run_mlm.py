@@ -99,7 +99,7 @@ def converted(bpe_dir, tmp_path_factory) -> str:
 def data(tmp_path_factory) -> dict[str, str]:
     directory = tmp_path_factory.mktemp("mlm-data")
     return {split: write_jsonl(directory / f"{split}.jsonl", rows(count, seed))
-            for split, count, seed in (("train", 48, 0), ("validation", 8, 1))}
+            for split, count, seed in (("train", 48, 0), ("validation", 8, 1), ("test", 4, 2))}
 
 
 def data_flags(data: dict[str, str]) -> list[str]:
@@ -116,7 +116,7 @@ def trained(converted, data, tmp_path_factory) -> tuple[str, dict]:
     """24 steps from the converted checkpoint, evaluated before and after."""
     output_dir = tmp_path_factory.mktemp("mlm-out")
     results = run_mlm.main(["--model_name_or_path", converted, *data_flags(data), "--output_dir", str(output_dir),
-                            "--do_train", "--do_eval", "--max_steps", "24", "--eval_strategy", "steps",
+                            "--do_train", "--do_eval", "--do_predict", "--max_steps", "24", "--eval_strategy", "steps",
                             "--eval_steps", "24", "--eval_on_start", "--save_strategy", "no", *FLAGS])
     return str(output_dir), results
 
@@ -244,6 +244,7 @@ def test_masked_lm_from_a_converted_roberta_learns(trained):
     assert eval_metrics["eval_tokens_first_512"] > 0 and eval_metrics["eval_tokens_after_512"] > 0
     assert eval_metrics["eval_far_tokens"] > 0
     assert eval_metrics["eval_tokens"] == eval_metrics["eval_tokens_first_512"] + eval_metrics["eval_tokens_after_512"]
+    assert results["test"]["test_tokens"] > 0 and results["test"]["test_masked_loss"] < before["eval_masked_loss"]
 
 
 def test_bucket_metrics_equal_a_direct_computation(trained, data):
