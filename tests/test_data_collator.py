@@ -1,10 +1,12 @@
-"""SasaDataCollator pads every head's features: plain, prefixed groups (queries), pairs, token-list labels."""
+"""SasaDataCollator pads every head's features: plain, prefixed groups (queries), pairs, token-list labels; and
+SasaDataCollatorForMaskedLM masks them for masked-LM."""
 
 import pytest
 import torch
 
 from conftest import read_snippet
-from sasa.data_collator import SasaDataCollator
+from sasa.data_collator import SasaDataCollator, SasaDataCollatorForMaskedLM
+from sasa.masking import evaluation_mask
 
 PYTHON, JAVA = read_snippet("example.py")[:300], read_snippet("Example.java")[:200]
 
@@ -53,3 +55,24 @@ def test_token_list_labels_are_padded_with_minus_100(tokenizer):
 def test_empty_batch_is_an_error(tokenizer):
     with pytest.raises(ValueError, match="empty"):
         SasaDataCollator(tokenizer)([])
+
+
+def test_collator_masks_training_batches_and_keeps_fixed_labels(tokenizer):
+    collator = SasaDataCollatorForMaskedLM(tokenizer, pad_to_multiple_of=8)
+    codes = [read_snippet("example.py"), read_snippet("example.c")]
+    features = [dict(tokenizer(code, language=None)) for code in codes]
+    torch.manual_seed(0)
+    batch = collator(features)
+    assert batch["input_ids"].shape == batch["labels"].shape and batch["input_ids"].shape[1] % 8 == 0
+    scored = batch["labels"] != -100
+    assert scored.any() and not (scored & (batch["attention_mask"] == 0)).any()
+    original = torch.tensor(features[0]["input_ids"])
+    assert torch.equal(batch["labels"][0, : len(original)][scored[0, : len(original)]], original[scored[0, : len(original)]])
+    share_masked = (batch["input_ids"][scored] == tokenizer.mask_token_id).float().mean()
+    assert 0.6 < share_masked < 0.95  # 80 % <mask>, the rest random or kept
+    fixed = [dict(f, labels=evaluation_mask(f["input_ids"], collator.vocabulary, "tokens", 0.15)[1]) for f in features]
+    batch = collator(fixed)
+    assert torch.equal(batch["labels"][1, : len(fixed[1]["labels"])], torch.tensor(fixed[1]["labels"]))
+    assert (batch["labels"][1, len(fixed[1]["labels"]):] == -100).all()
+    with pytest.raises(ValueError, match="masking must be one of"):
+        SasaDataCollatorForMaskedLM(tokenizer, masking="spans")

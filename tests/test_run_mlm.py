@@ -1,4 +1,4 @@
-"""examples/run_mlm.py end to end on a converted tiny RoBERTa, and the masking it uses (sasa.masking, the collator).
+"""examples/run_mlm.py end to end on a converted tiny RoBERTa (the masking itself: test_masking.py).
 
 The data are the test snippets, several renamed copies of one snippet per row (600-900 tokens, so both position
 buckets have tokens), each row in its own language.
@@ -22,16 +22,9 @@ import torch.nn.functional as F
 from transformers import RobertaConfig, RobertaForMaskedLM
 
 from conftest import WITHOUT_SASA, read_snippet
-from sasa import SasaDataCollatorForMaskedLM, SasaForMaskedLM, SasaTokenizer
+from sasa import SasaForMaskedLM, SasaTokenizer
 from sasa.cli import main as sasa_main
-from sasa.masking import (
-    MaskingVocabulary,
-    bucket_metrics,
-    evaluation_mask,
-    far_tokens,
-    select_tokens,
-    word_ids,
-)
+from sasa.masking import MaskingVocabulary, evaluation_mask, far_tokens
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
 import run_mlm  # noqa: E402
@@ -119,114 +112,6 @@ def trained(converted, data, tmp_path_factory) -> tuple[str, dict]:
                             "--do_train", "--do_eval", "--do_predict", "--max_steps", "24", "--eval_strategy", "steps",
                             "--eval_steps", "24", "--eval_on_start", "--save_strategy", "no", *FLAGS])
     return str(output_dir), results
-
-
-# --- masking --------------------------------------------------------------------------------------------------------
-
-def test_word_ids_join_the_pieces_of_one_name_only(tokenizer):
-    ids = tokenizer("total_value = self.items_2 + 10", language=None)["input_ids"]
-    words = word_ids(torch.tensor(ids), MaskingVocabulary.from_tokenizer(tokenizer)).tolist()
-    text = {}
-    for token, word in zip(ids, words):
-        text[word] = text.get(word, "") + tokenizer.decode([token])
-    # this small BPE has no " +" or " 10": their space is a token of its own
-    assert list(text.values()) == ["<s>", "total_value", " =", " self", ".", "items_2", " ", "+", " ", "10", "</s>"]
-
-
-@pytest.mark.parametrize("masking", ["tokens", "identifiers"])
-def test_selection_hides_about_the_rate_and_never_special_tokens(tokenizer, masking):
-    vocabulary = MaskingVocabulary.from_tokenizer(tokenizer)
-    ids = torch.tensor(tokenizer(read_snippet("example.py") * 4, language=None)["input_ids"])
-    generator = torch.Generator().manual_seed(0)
-    shares = []
-    for _ in range(50):
-        selected = select_tokens(ids, vocabulary, masking, 0.15, generator)
-        assert not selected[vocabulary.special[ids]].any()
-        if masking == "identifiers":  # a word is hidden whole or not at all
-            words = word_ids(ids, vocabulary)
-            for word in words[selected].unique():
-                assert selected[words == word].all()
-        shares.append(float(selected.float().mean()))
-    assert 0.12 < np.mean(shares) < 0.18, np.mean(shares)
-
-
-def test_identifiers_hide_more_multi_piece_names_whole_than_tokens(tokenizer):
-    vocabulary = MaskingVocabulary.from_tokenizer(tokenizer)
-    ids = torch.tensor(tokenizer(read_snippet("example.py") * 4, language=None)["input_ids"])
-    words = word_ids(ids, vocabulary)
-    long_words = [w for w in words.unique() if (words == w).sum() >= 2]
-    assert long_words
-
-    def partly_hidden(masking: str) -> int:
-        generator = torch.Generator().manual_seed(1)
-        count = 0
-        for _ in range(20):
-            selected = select_tokens(ids, vocabulary, masking, 0.15, generator)
-            count += sum(0 < int(selected[words == w].sum()) < int((words == w).sum()) for w in long_words)
-        return count
-
-    assert partly_hidden("identifiers") == 0 < partly_hidden("tokens")
-
-
-def test_evaluation_masks_are_fixed_per_example_and_all_mask_tokens(tokenizer):
-    vocabulary = MaskingVocabulary.from_tokenizer(tokenizer)
-    ids = tokenizer(read_snippet("Example.java"), language=None)["input_ids"]
-    inputs, labels = evaluation_mask(ids, vocabulary, "tokens", 0.15, seed=3)
-    assert (inputs, labels) == evaluation_mask(ids, vocabulary, "tokens", 0.15, seed=3)
-    assert evaluation_mask(ids, vocabulary, "tokens", 0.15, seed=4) != (inputs, labels)
-    hidden = [i for i, label in enumerate(labels) if label != -100]
-    assert hidden and all(inputs[i] == tokenizer.mask_token_id and labels[i] == ids[i] for i in hidden)
-    assert all(inputs[i] == ids[i] for i in range(len(ids)) if i not in hidden)
-
-
-def test_collator_masks_training_batches_and_keeps_fixed_labels(tokenizer):
-    collator = SasaDataCollatorForMaskedLM(tokenizer, pad_to_multiple_of=8)
-    codes = [read_snippet("example.py"), read_snippet("example.c")]
-    features = [dict(tokenizer(code, language=None)) for code in codes]
-    torch.manual_seed(0)
-    batch = collator(features)
-    assert batch["input_ids"].shape == batch["labels"].shape and batch["input_ids"].shape[1] % 8 == 0
-    scored = batch["labels"] != -100
-    assert scored.any() and not (scored & (batch["attention_mask"] == 0)).any()
-    original = torch.tensor(features[0]["input_ids"])
-    assert torch.equal(batch["labels"][0, : len(original)][scored[0, : len(original)]], original[scored[0, : len(original)]])
-    share_masked = (batch["input_ids"][scored] == tokenizer.mask_token_id).float().mean()
-    assert 0.6 < share_masked < 0.95  # 80 % <mask>, the rest random or kept
-    fixed = [dict(f, labels=evaluation_mask(f["input_ids"], collator.vocabulary, "tokens", 0.15)[1]) for f in features]
-    batch = collator(fixed)
-    assert torch.equal(batch["labels"][1, : len(fixed[1]["labels"])], torch.tensor(fixed[1]["labels"]))
-    assert (batch["labels"][1, len(fixed[1]["labels"]):] == -100).all()
-    with pytest.raises(ValueError, match="masking must be one of"):
-        SasaDataCollatorForMaskedLM(tokenizer, masking="spans")
-
-
-def test_far_tokens_are_hidden_names_whose_copies_are_all_outside_the_window():
-    identifier = torch.ones(10, dtype=torch.bool)
-    identifier[0] = False
-    input_ids = torch.zeros(64, dtype=torch.long)  # blocks of 8; window radius 1; block 0 global
-    input_ids[[20, 60]] = 5  # 20 (block 2) and 60 (block 7): far apart
-    input_ids[[44, 50]] = 6  # 44 (block 5) and 50 (block 6): neighbours
-    input_ids[[30, 62]] = 7  # 30 hidden, its only copy 62 hidden too: nothing to copy
-    input_ids[[3, 40]] = 8  # 3 is in the global block: every block sees it
-    masked = torch.zeros(64, dtype=torch.bool)
-    masked[[20, 44, 30, 62, 40]] = True
-    far = far_tokens(input_ids, masked, identifier, block_size=8, window_radius=1, num_global_blocks=1)
-    assert far.nonzero()[:, 0].tolist() == [20]
-
-
-def test_bucket_metrics_average_over_tokens_not_batches():
-    labels = np.full((2, 6), -100)
-    labels[0, [0, 4]] = 1
-    labels[1, [1, 2, 5]] = 2
-    stats = np.zeros((2, 6, 3))
-    stats[0, 0], stats[0, 4] = (1.0, 1, 0), (3.0, 0, 1)
-    stats[1, 1], stats[1, 2], stats[1, 5] = (2.0, 1, 0), (4.0, 1, 0), (5.0, 0, 1)
-    metrics = bucket_metrics(stats, labels, boundary=4)
-    assert metrics["masked_loss"] == pytest.approx(15 / 5) and metrics["tokens"] == 5
-    assert metrics["masked_loss_first_4"] == pytest.approx(7 / 3) and metrics["accuracy_first_4"] == pytest.approx(1)
-    assert metrics["masked_loss_after_4"] == pytest.approx(4) and metrics["accuracy_after_4"] == 0
-    assert metrics["far_masked_loss"] == pytest.approx(4) and metrics["far_tokens"] == 2
-    assert np.isnan(bucket_metrics(stats, labels, boundary=10)["masked_loss_after_10"])
 
 
 # --- the script -----------------------------------------------------------------------------------------------------
