@@ -126,10 +126,32 @@ def sinusoidal_positions(model) -> None:
         table[offset:] = values * model.config.initializer_range * math.sqrt(2)
 
 
+def mimetic_attention(model, std: float) -> None:
+    """``W_q = W_k`` (mimetic initialisation, Trockman & Kolter 2023), biases zero, and identity value, attention
+    output and head projections (:func:`mlm_probe.build_model`'s recipe): from the first step a token attends to
+    tokens like itself and, through the position embeddings, to its neighbours, and what it attends to reaches the
+    tied decoder unchanged. From RoBERTa's initialisation a model this small stays at the unigram loss for
+    thousands of steps."""
+    eye = torch.eye(model.config.hidden_size)
+    with torch.no_grad():
+        for layer in model.roberta.encoder.layer:
+            attention = layer.attention.self
+            attention.query.weight.normal_(0.0, std)
+            attention.key.weight.copy_(attention.query.weight)
+            attention.query.bias.zero_()
+            attention.key.bias.zero_()
+            for linear in (attention.value, layer.attention.output.dense):
+                linear.weight.copy_(eye)
+                linear.bias.zero_()
+        model.lm_head.dense.weight.copy_(eye)
+        model.lm_head.dense.bias.zero_()
+
+
 def pretrain_original(work: str, data: dict, steps: int, batch_size: int, learning_rate: float, seed: int,
-                      position_init: str = "random") -> str:
+                      position_init: str = "random", mimetic_std: float = 0.0) -> str:
     """Pre-train the RoBERTa stand-in with full attention on the 512-token pieces; saved with its tokenizer.
-    ``position_init``: ``random`` (RoBERTa's) or ``sinusoidal`` (:func:`sinusoidal_positions`)."""
+    ``position_init``: ``random`` (RoBERTa's) or ``sinusoidal`` (:func:`sinusoidal_positions`); ``mimetic_std``:
+    :func:`mimetic_attention` (0: RoBERTa's initialisation)."""
     from transformers import RobertaConfig, RobertaForMaskedLM
 
     from sasa import SasaDataCollatorForMaskedLM
@@ -142,6 +164,8 @@ def pretrain_original(work: str, data: dict, steps: int, batch_size: int, learni
     model = RobertaForMaskedLM(RobertaConfig(vocab_size=len(tokenizer), **ORIGINAL))
     if position_init == "sinusoidal":
         sinusoidal_positions(model)
+    if mimetic_std:
+        mimetic_attention(model, mimetic_std)
     texts = read_codes(data["paths"]["short-train"])
     features = [dict(input_ids=ids) for ids in tokenizer(texts, language=None, truncation=True,
                                                           max_length=BOUNDARY)["input_ids"]]
@@ -180,7 +204,7 @@ def pretrain_original(work: str, data: dict, steps: int, batch_size: int, learni
     tokenizer.save_pretrained(directory)
     with open(os.path.join(directory, "pretraining.json"), "w") as handle:
         json.dump(dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, position_init=position_init,
-                       losses=losses,
+                       mimetic_std=mimetic_std, losses=losses,
                        seconds=time.perf_counter() - started), handle)
     return directory
 
@@ -301,14 +325,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab-size", type=int, default=4000)
     parser.add_argument("--limit-files", type=int, help="read only the first N standard-library files")
     parser.add_argument("--max-eval", type=int, default=32, help="held-out long pieces scored")
-    parser.add_argument("--pretrain-steps", type=int, default=1500)
-    parser.add_argument("--pretrain-batch-size", type=int, default=16)
-    parser.add_argument("--pretrain-learning-rate", type=float, default=1e-3)
-    parser.add_argument("--position-init", choices=["random", "sinusoidal"], default="random",
+    parser.add_argument("--pretrain-steps", type=int, default=900)
+    parser.add_argument("--pretrain-batch-size", type=int, default=8)
+    parser.add_argument("--pretrain-learning-rate", type=float, default=2e-3)
+    parser.add_argument("--position-init", choices=["random", "sinusoidal"], default="sinusoidal",
                         help="the original's position table at the start of its pre-training")
-    parser.add_argument("--steps", type=int, default=1000, help="continued pre-training steps (run_mlm.py)")
-    parser.add_argument("--eval-every", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=4, help="continued pre-training sequences per step")
+    parser.add_argument("--mimetic-std", type=float, default=0.15, help="W_q = W_k initialisation (0: RoBERTa's)")
+    parser.add_argument("--steps", type=int, default=600, help="continued pre-training steps (run_mlm.py)")
+    parser.add_argument("--comparison-steps", type=int, default=300,
+                        help="steps of the runs with the other maskings")
+    parser.add_argument("--eval-every", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=2, help="continued pre-training sequences per step")
     parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--maskings", nargs="+", default=["tokens", "identifiers"], choices=["tokens", "identifiers"])
@@ -318,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.limit_files = args.limit_files or 40
         args.max_eval, args.pretrain_steps, args.steps, args.eval_every = min(args.max_eval, 4), 20, 10, 5
+        args.comparison_steps = 10
         args.work_dir = args.work_dir + "-quick"
     torch.set_num_threads(args.threads)
     os.makedirs(args.work_dir, exist_ok=True)
@@ -348,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"the original: RobertaForMaskedLM {ORIGINAL}, {args.pretrain_steps} steps of {args.pretrain_batch_size} "
         f"x <= {BOUNDARY} tokens")
     original_dir = pretrain_original(args.work_dir, data, args.pretrain_steps, args.pretrain_batch_size,
-                                     args.pretrain_learning_rate, args.seed, args.position_init)
+                                     args.pretrain_learning_rate, args.seed, args.position_init, args.mimetic_std)
     converted_dir = os.path.join(args.work_dir, "converted")
     if not os.path.exists(os.path.join(converted_dir, "config.json")):
         convert_roberta_checkpoint(original_dir, converted_dir, max_position_embeddings=2050)
@@ -372,9 +400,10 @@ def main(argv: list[str] | None = None) -> int:
                      **evaluate(converted, examples["tokens"], identifier, window)))
     save()
 
-    for masking in args.maskings:
-        log(f"continued pre-training, --masking {masking}: {args.steps} steps of {args.batch_size} x <= 2048 tokens")
-        output_dir = continue_pretraining(args.work_dir, converted_dir, data, masking, args.steps, args.eval_every,
+    for index, masking in enumerate(args.maskings):
+        steps = args.steps if index == 0 or args.comparison_steps is None else args.comparison_steps
+        log(f"continued pre-training, --masking {masking}: {steps} steps of {args.batch_size} x <= 2048 tokens")
+        output_dir = continue_pretraining(args.work_dir, converted_dir, data, masking, steps, args.eval_every,
                                           args.batch_size, args.learning_rate, args.warmup, args.seed, args.threads)
         curve = evaluations(output_dir)
         results["curves"][masking] = curve
