@@ -10,8 +10,8 @@
 3. **Conversion.** :func:`sasa.conversion.convert_roberta_checkpoint` to 2048 tokens with the default layout.
 4. **Continued pre-training.** ``examples/run_mlm.py`` from the converted checkpoint on the long training pieces,
    evaluated every ``--eval-every`` steps (``--eval_on_start``: step 0 is the model as converted); once with
-   ``--masking tokens`` and once with ``--masking identifiers`` (both scored on the same ``tokens`` masks, and their
-   last checkpoints also on whole-identifier masks).
+   ``--masking tokens`` (``--steps``) and once with ``--masking identifiers`` (``--comparison-steps``), both scored
+   on the same ``tokens`` masks, and at the comparison's last step also on whole-identifier masks.
 5. **References.** The original cut at 512: on the first 512 tokens, and on the later tokens with the sequence cut
    into windows of ``<s>`` + 511 tokens, each read on its own (how a 512-token model reads long code); and the
    converted model with full attention (window over every block), which separates what the copied positions cost
@@ -23,7 +23,7 @@ far tokens (hidden identifier pieces whose other, visible occurrences all lie ou
 original and the conversion, and resumes each ``run_mlm.py`` run from its last checkpoint; results are written to
 ``--json`` after every stage.
 
-    python benchmarks/continued_pretraining.py --json docs/continued_pretraining.json      # ~40 min, 1 thread
+    python benchmarks/continued_pretraining.py --json docs/continued_pretraining.json      # ~35 min, 1 thread
     python benchmarks/continued_pretraining.py --quick                                      # the plumbing, ~3 min
 """
 
@@ -276,7 +276,7 @@ def continue_pretraining(work: str, converted: str, data: dict, masking: str, st
                "--language", "python", "--max_source_length", "2048", "--masking", masking, "--eval_masking", "tokens",
                "--do_train", "--do_eval", "--eval_on_start", "--eval_strategy", "steps", "--eval_steps",
                str(eval_every), "--max_steps", str(steps), "--save_strategy", "steps", "--save_steps", str(eval_every),
-               "--save_total_limit", "1", "--per_device_train_batch_size", str(batch_size),
+               "--per_device_train_batch_size", str(batch_size),
                "--per_device_eval_batch_size", "4", "--learning_rate", str(learning_rate), "--warmup_steps",
                str(warmup), "--lr_scheduler_type", "constant_with_warmup", "--weight_decay", "0.01",
                "--adam_beta2", "0.98", "--adam_epsilon", "1e-6", "--logging_steps", str(max(1, eval_every // 4)),
@@ -409,9 +409,11 @@ def main(argv: list[str] | None = None) -> int:
         results["curves"][masking] = curve
         for point in curve:
             rows.append(dict(model=f"run_mlm.py --masking {masking}, step {point['step']}", **point))
-        final = SasaForMaskedLM.from_pretrained(output_dir)
-        results.setdefault("whole_identifier_masks", {})[masking] = evaluate(
-            final, examples["identifiers"], identifier, window)
+        # Both maskings at the same step (the comparison runs' last), on whole-identifier masks too.
+        compared = min(args.steps, args.comparison_steps or args.steps)
+        checkpoint = SasaForMaskedLM.from_pretrained(os.path.join(output_dir, f"checkpoint-{compared}"))
+        results.setdefault("whole_identifier_masks", {})[masking] = dict(
+            step=compared, **evaluate(checkpoint, examples["identifiers"], identifier, window))
         save()
 
     print_table(rows)
@@ -419,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         len(examples["tokens"]), rows[0]["tokens"], rows[0][f"tokens_first_{BOUNDARY}"],
         rows[0][f"tokens_after_{BOUNDARY}"], rows[0]["far_tokens"]))
     for masking, metrics in results.get("whole_identifier_masks", {}).items():
-        print(f"last checkpoint of --masking {masking} on whole-identifier masks: loss {metrics['masked_loss']:.3f}, "
+        print(f"--masking {masking}, step {metrics['step']}, on whole-identifier masks: loss {metrics['masked_loss']:.3f}, "
               f"accuracy {metrics['accuracy']:.3f} (0-511 {metrics['accuracy_first_512']:.3f}, 512+ "
               f"{metrics['accuracy_after_512']:.3f}, far {metrics['far_accuracy']:.3f})")
     save()
