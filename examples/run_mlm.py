@@ -12,8 +12,8 @@ that for SASA (what it buys, measured: ``docs/continued-pretraining.md``):
         --long_only --max_source_length 2048 --do_train --do_eval --output_dir out/mlm
 
 Data: ``--dataset_name`` or local ``--train_file/--validation_file/--test_file`` (.jsonl/.json/.parquet) with a
-``code`` column (one source each, truncated to ``--max_source_length`` tokens) and optionally ``language`` (else
-``--language``, else the tokenizer's default, else Python), parsed for its AST links. ``--masking`` chooses what is
+``code`` column (one source each, truncated to ``--max_source_length`` tokens, 2048 by default) and optionally
+``language`` (else ``--language``, else the tokenizer's default, else Python), parsed for its AST links. ``--masking`` chooses what is
 hidden (``tokens``: RoBERTa's, ``identifiers``: whole names; :mod:`sasa.masking`); ``--mlm_probability`` how much.
 Held-out splits get one fixed mask per example (every token ``<mask>``), the same in every evaluation. Evaluation
 reports the masked-token loss, accuracy and count overall (``eval_masked_loss``, ``eval_accuracy``), in the first
@@ -34,9 +34,10 @@ import common
 from sasa import SasaDataCollator, SasaDataCollatorForMaskedLM, SasaForMaskedLM
 from sasa.masking import MASKINGS, MaskingVocabulary, bucket_metrics, evaluation_mask, token_statistics
 
-#: TrainingArguments defaults of this task; a flag (or JSON key) given by the user wins. The best model has the lowest
-#: held-out masked-token loss; every parameter is used in each step.
-TASK_DEFAULTS = {"metric_for_best_model": "masked_loss", "ddp_find_unused_parameters": False}
+#: Defaults of this task; a flag (or JSON key) given by the user wins. Sequences of up to 2048 tokens, a converted
+#: checkpoint's length (the point is to train the positions past 512; a shorter model says to lower it); the best
+#: model has the lowest held-out masked-token loss; every parameter is used in each step.
+TASK_DEFAULTS = {"max_source_length": 2048, "metric_for_best_model": "masked_loss", "ddp_find_unused_parameters": False}
 DEFAULT_LANGUAGE = "python"
 
 

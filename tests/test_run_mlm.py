@@ -225,7 +225,8 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_does(converted, data, tm
         assert torch.allclose(tensor, again[name], atol=1e-6), name
 
 
-@pytest.mark.parametrize("case", ["no code column", "bad language", "bad masking", "bad probability"])
+@pytest.mark.parametrize("case", ["no code column", "bad language", "bad masking", "bad probability",
+                                  "default length beyond the model's"])
 def test_bad_input_stops_before_training_saying_what_to_fix(case, converted, data, tmp_path):
     flags = ["--model_name_or_path", converted, "--output_dir", str(tmp_path / "out"), "--do_train", *FLAGS]
     if case == "no code column":
@@ -240,9 +241,13 @@ def test_bad_input_stops_before_training_saying_what_to_fix(case, converted, dat
         with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as stderr:
             run_mlm.main([*flags, "--train_file", data["train"], "--masking", "spans"])
         assert "--masking" in stderr.getvalue() and "identifiers" in stderr.getvalue()
-    else:
+    elif case == "bad probability":
         with pytest.raises(ValueError, match="--mlm_probability must be between 0 and 1, got 1.5"):
             run_mlm.main([*flags, "--train_file", data["train"], "--mlm_probability", "1.5"])
+    else:  # the task's default --max_source_length, 2048, and a model of 1024 positions
+        flags = [flag for flag in flags if flag not in ("--max_source_length", "1024")]
+        with pytest.raises(ValueError, match="--max_source_length 2048 exceeds the model's 1024 positions"):
+            run_mlm.main([*flags, "--train_file", data["train"]])
     assert not os.path.exists(tmp_path / "out" / "model.safetensors")
 
 
