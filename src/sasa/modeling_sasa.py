@@ -319,11 +319,28 @@ class SasaPreTrainedModel(PreTrainedModel):
     config_class = SasaConfig
     base_model_prefix = "sasa"
     supports_gradient_checkpointing = True
-    _no_split_modules = ["SasaEmbeddings", "SasaLayer"]
+    # FSDP auto-wrap units (accelerate wraps these classes). Not the embeddings: the masked-LM and summary heads tie
+    # their output layer to the word embeddings, and a tied weight must live in one unit (the root, with the heads).
+    _no_split_modules = ["SasaLayer", "SasaDecoderLayer"]
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_flash_attn = False
     accepts_loss_kwargs = False  # our losses are plain means: Trainer must scale them for gradient accumulation
+
+    @property
+    def _ddp_params_and_buffers_to_ignore(self) -> list[str]:
+        """Buffers ``DistributedDataParallel`` neither broadcasts before each forward nor syncs at wrapping: the top-k
+        source (``frequency_table.*``, up to tens of MiB), fixed during training and loaded identically on every rank
+        from the checkpoint. DDP reads this attribute of the module it wraps (it may also set it)."""
+        if self._ddp_ignore_override is not None:
+            return self._ddp_ignore_override
+        return [name for name, _ in self.named_buffers() if f".{name}".rpartition(".")[0].endswith(".frequency_table")]
+
+    @_ddp_params_and_buffers_to_ignore.setter
+    def _ddp_params_and_buffers_to_ignore(self, names: list[str]) -> None:
+        self._ddp_ignore_override = list(names)
+
+    _ddp_ignore_override: list[str] | None = None
 
     def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
         """Default to the block-sparse kernel; refuse kernels that cannot express a block-sparse mask."""
