@@ -121,6 +121,14 @@ def test_flex_attention_equals_eager_at_block_sizes_and_lengths_on_cpu():
             expected, blocks, flex = (m(**inputs).last_hidden_state for m in models)
         assert (flex - expected)[real].abs().max() <= 1e-5, block_size
         assert (flex - blocks)[real].abs().max() <= 1e-5, block_size
+    # Lengths in a length bucket already compiled (128 tokens at batch 2) reuse its kernel: no recompilation.
+    from torch._dynamo.utils import counters
+
+    compiled = counters["stats"]["unique_graphs"]
+    with torch.no_grad():
+        for lengths in ([100, 60], [128, 1]):
+            models[2](**structured_inputs(lengths, config))
+    assert counters["stats"]["unique_graphs"] == compiled
 
 
 @pytest.mark.slow
