@@ -96,7 +96,7 @@ def _attention_case(spec: dict, device):
     import torch
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    from .sparse_attention import eager_attention_forward, prepare_attention_mask
+    from .sparse_attention import eager_attention_forward, prepare_attention_mask, sasa_flex_attention_forward
 
     heads, head_dim, length = spec.get("heads", 12), spec.get("head_dim", 64), spec["length"]
     generator = torch.Generator().manual_seed(0)
@@ -121,7 +121,8 @@ def _attention_case(spec: dict, device):
         def attend(q, k, v):
             return torch.nn.functional.scaled_dot_product_attention(q, k, v)
     else:
-        function = eager_attention_forward if backend == "eager" else ALL_ATTENTION_FUNCTIONS[backend]
+        function = {"eager": eager_attention_forward, "flex_attention": sasa_flex_attention_forward}.get(
+            backend) or ALL_ATTENTION_FUNCTIONS[backend]
         mask = prepare_attention_mask(layout, backend)
 
         def attend(q, k, v):
