@@ -249,7 +249,7 @@ def flex_padded_length(length: int, tile: int) -> int:
     no row's kv list)."""
     tiles = max(1, -(-length // tile))
     power = 1 << max(tiles - 1, 0).bit_length()  # the power of two >= tiles
-    for bucket in (power // 2, power * 5 // 8, power * 3 // 4, power):  # 2^k, 1.25 * 2^k, 1.5 * 2^k, 2^(k+1)
+    for bucket in (power * 5 // 8, power * 3 // 4):  # 1.25 and 1.5 times the power of two below
         if bucket >= tiles:
             return bucket * tile
     return power * tile
