@@ -222,3 +222,15 @@ def test_flex_lengths_are_bucketed_to_few_reused_shapes(length, expected):
     assert sparse_attention.flex_padded_length(length, 128) == expected
     assert sparse_attention.flex_tile_size(32) == 128 and sparse_attention.flex_tile_size(256) == 256
     assert sparse_attention.flex_tile_size(48) == 384
+
+
+def test_registry_entry_of_the_default_dispatches_by_mask_type(monkeypatch):
+    """transformers' registry entry for "sasa_auto": the layout runs sasa_blocks, a BlockMask runs FlexAttention."""
+    layout = random_layout([40, 25], 48, seed=3)
+    query, key, value = qkv(2, 48)
+    expected = run("sasa_blocks", layout, query, key, value)
+    auto = ALL_ATTENTION_FUNCTIONS["sasa_auto"]
+    out, _ = auto(AttentionStub().eval(), query, key, value, layout, scaling=0.25, dropout=0.0)
+    assert torch.equal(out, expected)
+    monkeypatch.setattr(sparse_attention, "sasa_flex_attention_forward", lambda *args, **kwargs: ("flex", None))
+    assert auto(AttentionStub().eval(), query, key, value, prepare_attention_mask(layout, "flex_attention"))[0] == "flex"
