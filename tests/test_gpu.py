@@ -153,3 +153,19 @@ def test_compiled_model_equals_eager_on_gpu(backend):
             assert (grad - grads_ref[name.removeprefix("_orig_mod.")]).abs().max() <= 1e-3, name
         eager.zero_grad()
         compiled.zero_grad()
+
+
+def test_flex_training_step_with_the_default_attention_dropout_warns_and_runs():
+    """attention_probs_dropout_prob=0.1 (the default) with FlexAttention: a training step runs without attention
+    dropout, with a warning (transformers' FlexAttention raises), equal to the same model with it set to 0."""
+    sparse_attention._warned.clear()
+    with_dropout, without = models(gpu_config(attention_probs_dropout_prob=0.1), ("flex_attention", "flex_attention"))
+    without.config.attention_probs_dropout_prob = 0.0
+    for layer in without.encoder.layer:
+        layer.attention.self.dropout.p = 0.0
+    inputs = gpu_inputs(with_dropout.config)
+    with pytest.warns(UserWarning, match="cannot apply attention dropout"):
+        out, grads = outputs_and_grads(with_dropout, inputs)
+    out_ref, grads_ref = outputs_and_grads(without, inputs)
+    assert torch.equal(out, out_ref)
+    assert all(torch.equal(grads[name], grads_ref[name]) for name in grads_ref)
