@@ -64,6 +64,8 @@ class SasaDataCollator:
         width = max(len(row["input_ids"]) for row in rows)
         if self.pad_to_multiple_of:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        if self.tokenizer.pad_token_id is None:
+            raise ValueError("SasaDataCollator needs a tokenizer with a padding token (its pad_token_id is None).")
         left = getattr(self.tokenizer, "padding_side", "right") == "left"
         ids = [row["input_ids"] for row in rows]
         masks = [row["attention_mask"] if "attention_mask" in row else [1] * len(row["input_ids"]) for row in rows]
