@@ -91,20 +91,6 @@ def test_default_backend_is_flex_on_cuda_without_attention_dropout(monkeypatch):
     assert not calls  # attention dropout: the default keeps sasa_blocks, which applies it
 
 
-def test_flex_compiles_once_per_length_bucket():
-    """Static-shape compiles at bucketed lengths: 4 lengths in 2 buckets (1024, 1280 tokens) compile 2 shapes."""
-    torch._dynamo.reset()
-    sparse_attention._compiled_flex.clear()
-    (flex,) = models(gpu_config(), ("flex_attention",))
-    from torch._dynamo.utils import counters
-
-    counters.clear()
-    with torch.no_grad():
-        for lengths in ((1000, 700), (990, 500), (1100, 20), (1200, 900)):
-            flex.eval()(**gpu_inputs(flex.config, lengths))
-    assert counters["stats"]["unique_graphs"] <= 2, dict(counters["stats"])
-
-
 def test_bf16_inference_matches_fp32_closely():
     (fp32,) = models(gpu_config(), ("sasa_blocks",))
     bf16 = copy.deepcopy(fp32).to(torch.bfloat16)
@@ -169,3 +155,18 @@ def test_flex_training_step_with_the_default_attention_dropout_warns_and_runs():
     out_ref, grads_ref = outputs_and_grads(without, inputs)
     assert torch.equal(out, out_ref)
     assert all(torch.equal(grads[name], grads_ref[name]) for name in grads_ref)
+
+
+def test_flex_compiles_once_per_length_bucket():
+    """Static-shape compiles at bucketed lengths: 4 lengths in 2 buckets (1024, 1280 tokens) compile 2 shapes. (Last
+    in the file: it resets dynamo, so the tests before it share their compiled kernels.)"""
+    torch._dynamo.reset()
+    sparse_attention._compiled_flex.clear()
+    (flex,) = models(gpu_config(), ("flex_attention",))
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    with torch.no_grad():
+        for lengths in ((1000, 700), (990, 500), (1100, 20), (1200, 900)):
+            flex.eval()(**gpu_inputs(flex.config, lengths))
+    assert counters["stats"]["unique_graphs"] <= 2, dict(counters["stats"])
