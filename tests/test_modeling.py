@@ -121,13 +121,16 @@ def test_flex_attention_equals_eager_at_block_sizes_and_lengths_on_cpu():
             expected, blocks, flex = (m(**inputs).last_hidden_state for m in models)
         assert (flex - expected)[real].abs().max() <= 1e-5, block_size
         assert (flex - blocks)[real].abs().max() <= 1e-5, block_size
-    # Lengths in a length bucket already compiled (128 tokens at batch 2) reuse its kernel: no recompilation.
+    # Lengths in a length bucket already compiled reuse its kernel, padded to it or not: no recompilation.
     from torch._dynamo.utils import counters
 
     compiled = counters["stats"]["unique_graphs"]
     with torch.no_grad():
-        for lengths in ([100, 60], [128, 1]):
+        for lengths in ([100, 60], [128, 1]):  # block 128: the bucket of [77, 40], 128 tokens at batch 2
             models[2](**structured_inputs(lengths, config))
+        flex = build(flex_config(32), "flex_attention").eval()
+        for lengths in ([256, 10], [230, 100]):  # block 32: the bucket of [200, 90], 256 tokens, unpadded and padded
+            flex(**structured_inputs(lengths, flex.config))
     assert counters["stats"]["unique_graphs"] == compiled
 
 

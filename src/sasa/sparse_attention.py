@@ -303,13 +303,22 @@ def sasa_flex_attention_forward(
         )
     length, padded = query.shape[-2], attention_mask.seq_lengths[0]
     if padded != length:
-        query, key, value = (F.pad(t, (0, 0, 0, padded - length)) for t in (query, key, value))
+        query, key, value = (_pad_keeping_strides(t, padded - length) for t in (query, key, value))
     if torch.compiler.is_compiling():
         output = flex_attention(query, key, value, block_mask=attention_mask, scale=scaling)
     else:
         with torch._dynamo.config.patch(recompile_limit=FLEX_RECOMPILE_LIMIT):
             output = compiled_flex_attention()(query, key, value, block_mask=attention_mask, scale=scaling)
     return output[:, :, :length].transpose(1, 2).contiguous(), None
+
+
+def _pad_keeping_strides(tensor: torch.Tensor, pad: int) -> torch.Tensor:
+    """``[B, H, L, D]`` → ``[B, H, L + pad, D]`` (zeros), in the memory order of the input: the projections arrive as
+    ``[B, L, H, D]`` memory, and a static-shape compile guards on strides, so a padded length must look like an
+    unpadded one of the same length or it compiles again."""
+    if tensor.transpose(1, 2).is_contiguous():
+        return F.pad(tensor.transpose(1, 2), (0, 0, 0, 0, 0, pad)).transpose(1, 2)
+    return F.pad(tensor, (0, 0, 0, pad))
 
 
 _warned: set[str] = set()
