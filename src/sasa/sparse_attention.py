@@ -304,12 +304,18 @@ def sasa_flex_attention_forward(
     length, padded = query.shape[-2], attention_mask.seq_lengths[0]
     if padded != length:
         query, key, value = (_pad_keeping_strides(t, padded - length) for t in (query, key, value))
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() and query.device.type != "cpu":
         output = flex_attention(query, key, value, block_mask=attention_mask, scale=scaling)
-    else:
-        with torch._dynamo.config.patch(recompile_limit=FLEX_RECOMPILE_LIMIT):
-            output = compiled_flex_attention()(query, key, value, block_mask=attention_mask, scale=scaling)
+    else:  # on the CPU, inside a compiled model too: Inductor's CPU template refuses it inside a larger graph
+        output = _run_compiled_flex(query, key, value, attention_mask, scaling)
     return output[:, :, :length].transpose(1, 2).contiguous(), None
+
+
+@torch.compiler.disable
+def _run_compiled_flex(query, key, value, block_mask, scale):
+    """The process's compiled FlexAttention, in a frame of its own (a graph break inside a compiled model)."""
+    with torch._dynamo.config.patch(recompile_limit=FLEX_RECOMPILE_LIMIT):
+        return compiled_flex_attention()(query, key, value, block_mask=block_mask, scale=scale)
 
 
 def _pad_keeping_strides(tensor: torch.Tensor, pad: int) -> torch.Tensor:
