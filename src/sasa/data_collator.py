@@ -4,7 +4,7 @@ A feature is a dict of token lists as the tokenizer returns them. Keys are group
 ``input_ids``: ``input_ids``/``attention_mask``/``ast_links`` are one group, ``query_input_ids``/``query_attention_mask``
 (code search) another; each group is padded to its longest sequence (rounded up to ``pad_to_multiple_of``) as the
 tokenizer's ``pad`` would (its ``pad_token_id`` and ``padding_side``; ``ast_links`` rows with ``-1``), with tensor
-operations (:func:`pad_sequences`: one conversion and one copy per sequence, not token by token as Python lists; 5x
+operations (:func:`pad_sequences`: one conversion and one copy per sequence, not token by token as Python lists; 6-8x
 faster than the tokenizer's ``pad`` at 32 x 2048 tokens, ``benchmarks/collator_speed.py``). A group whose
 ``input_ids`` holds a *list* of token lists per feature (clone detection: the two functions of a pair) is padded as
 one batch of ``2B`` sequences and stacked to ``[B, 2, L]``. ``labels`` are stacked as they are (class ids) or, when
