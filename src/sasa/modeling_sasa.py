@@ -343,7 +343,8 @@ class SasaPreTrainedModel(PreTrainedModel):
     _ddp_ignore_override: list[str] | None = None
 
     def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
-        """Default to the block-sparse kernel; refuse kernels that cannot express a block-sparse mask."""
+        """Default to ``"sasa_auto"`` (a block-sparse kernel per device); refuse kernels that cannot express a
+        block-sparse mask."""
         requested = DEFAULT_BACKEND if requested_attention is None else requested_attention
         if requested not in SUPPORTED_BACKENDS:
             raise ValueError(
