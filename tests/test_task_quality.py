@@ -154,3 +154,18 @@ def test_quick_run_writes_every_row_and_resumes(tmp_path, capsys):
     assert task_quality.main(arguments) == 0  # everything is there: nothing runs again
     assert len(open(tmp_path / "results.jsonl").readlines()) == len(rows)
     assert "pre-training" not in capsys.readouterr().out
+
+
+def test_discrimination_needs_seeds_and_a_gap_of_three_standard_deviations():
+    import task_quality
+
+    def entry(name, seeds, beyond_512):
+        return {"encoder": name, "repair.seeds": seeds, "repair.repair_beyond_512": beyond_512}
+
+    one_seed = [entry("RoBERTa full", [0], (0.30, 0.0)), entry("RoBERTa-512", [0], (0.10, 0.0))]
+    (line,) = task_quality.discrimination(one_seed)
+    assert "undecided" in line and "discriminates" not in line
+    clear = [entry("RoBERTa full", [0, 1, 2], (0.30, 0.02)), entry("RoBERTa-512", [0, 1, 2], (0.20, 0.03))]
+    assert task_quality.discrimination(clear)[0].endswith(": discriminates")  # 0.10 > 3 x 0.03
+    close = [entry("RoBERTa full", [0, 1, 2], (0.30, 0.02)), entry("RoBERTa-512", [0, 1, 2], (0.25, 0.03))]
+    assert task_quality.discrimination(close)[0].endswith("does NOT discriminate")
