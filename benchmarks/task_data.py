@@ -27,7 +27,7 @@ import code_tasks
 #: The window every far bucket is defined against (SASA's default: blocks of 32, radius 1, 1 global block).
 BLOCK, RADIUS, GLOBAL = 32, 1, 1
 #: Part of the cache key: bump it when the prepared data's format or content changes.
-FORMAT = 2
+FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,7 @@ class Sequence:
 class MisuseRow(Sequence):
     buggy: bool = False
     site: int = 0  # token of the (replaced) use
+    site_end: int = 0  # one past the use's last token (a name may span several pieces)
     repairs: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # tokens of the right var
     candidates: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # every variable token
     evidence_tokens: int = 0  # tokens from the site to the nearest repair token
@@ -152,16 +153,18 @@ def misuse_rows(examples: list[code_tasks.MisuseExample], tokenizer, max_length:
                                                 encoding["offset_mapping"]):
             token_at = _token_finder(offsets)
             site = token_at(example.site[0])
+            site_end = token_at(example.site[1] - 1) + 1
             repairs = sorted({t for t in map(token_at, (s for s, _ in example.repairs)) if t > 0})
             candidates = sorted({t for t in map(token_at, (s for s, _ in example.candidates)) if t > 0})
-            if site <= 0 or not repairs:
+            if site <= 0 or site_end <= site or not repairs:
                 continue
             variable_ids = [torch.tensor(sorted({ids[t] for t in map(token_at, (s for s, _ in spans)) if t > 0}),
                                          dtype=torch.long) for spans in example.variables]
             if not len(variable_ids[example.right_variable]):
                 continue
             rows.append(MisuseRow(torch.tensor(ids), torch.tensor(links, dtype=torch.int16).reshape(len(ids), -1),
-                                  example.file, example.buggy, site, torch.tensor(repairs), torch.tensor(candidates),
+                                  example.file, example.buggy, site, site_end, torch.tensor(repairs),
+                                  torch.tensor(candidates),
                                   min(abs(r - site) for r in repairs), _is_far(site, repairs), variable_ids,
                                   example.right_variable))
     return rows

@@ -217,10 +217,16 @@ def discrimination(summary: list[dict]) -> list[str]:
                                   ("RoBERTa full", "SASA window + global", "repair.repair_far")):
         if better in by_name and worse in by_name and column in by_name[better] and column in by_name[worse]:
             (high, high_std), (low, low_std) = by_name[better][column], by_name[worse][column]
-            spread = max(high_std, low_std, 1e-9)
+            task = column.split(".", 1)[0]
+            seeds = min(len(by_name[better][f"{task}.seeds"]), len(by_name[worse][f"{task}.seeds"]))
+            head = f"{better} vs {worse} on {column.split('.', 1)[1]}: {high:.3f} vs {low:.3f}"
+            if seeds < 2:  # one seed has no spread: no verdict
+                lines.append(f"{head}: undecided (a standard deviation needs 2 or more seeds; {seeds} run)")
+                continue
+            spread = max(high_std, low_std)
             verdict = "discriminates" if high - low > 3 * spread else "does NOT discriminate"
-            lines.append(f"{better} vs {worse} on {column.split('.', 1)[1]}: {high:.3f} vs {low:.3f} "
-                         f"(gap {(high - low) / spread:.1f} std): {verdict}")
+            gap = f"{(high - low) / spread:.1f} std" if spread > 0 else "seeds agree exactly"
+            lines.append(f"{head} (gap {gap}, {seeds} seeds): {verdict}")
     return lines
 
 

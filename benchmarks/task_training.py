@@ -244,10 +244,13 @@ def evaluate_misuse(encoder, heads: PointerHeads, rows: list[MisuseRow], pad_id:
 # ------------------------------------------------------------------------------------ repair at a given (masked) site
 
 def _repair_batch(rows: list[MisuseRow], pad_id: int, mask_id: int) -> tuple[dict, torch.Tensor]:
-    """Buggy rows with the bug's (first) token replaced by ``<mask>``: the position is given, the name is not."""
+    """Buggy rows with every piece of the bug's name replaced by ``<mask>``: the position is given, the name is not
+    (a piece left over from a wrong name of several pieces would point at the wrong variable). Returns the batch and
+    each row's first masked token, where the variable is predicted."""
     batch = pad_batch(rows, pad_id)
+    for index, row in enumerate(rows):
+        batch["input_ids"][index, row.site : row.site_end] = mask_id
     sites = torch.tensor([row.site for row in rows])
-    batch["input_ids"][torch.arange(len(rows)), sites] = mask_id
     batch["token_type_ids"] = neighbour_types(batch["input_ids"], batch["attention_mask"])
     return batch, sites
 

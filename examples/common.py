@@ -64,6 +64,11 @@ class ModelArguments:
         "help": "Random weights: SasaConfig defaults (or the checkpoint's shape), then --config_overrides."})
     config_overrides: str | None = field(default=None, metadata={
         "help": "With --from_scratch: e.g. 'hidden_size=128,num_hidden_layers=2,num_attention_heads=4'."})
+    attn_implementation: str | None = field(default=None, metadata={
+        "help": "Attention kernel: sasa_auto (default: flex_attention on CUDA unless training with attention dropout, "
+                "sasa_blocks elsewhere), sasa_blocks, flex_attention, sdpa or eager (docs/layout.md)."})
+    attention_probs_dropout_prob: float | None = field(default=None, metadata={
+        "help": "Override the checkpoint's attention dropout; 0 lets sasa_auto train with FlexAttention on CUDA."})
     overwrite_output_dir: bool = field(default=False, metadata={
         "help": "Start afresh in a non-empty --output_dir instead of resuming its last checkpoint-N "
                 "(transformers 5's TrainingArguments no longer has this flag)."})
@@ -275,6 +280,8 @@ def load_config(model_args: ModelArguments, **kwargs) -> PretrainedConfig:
         config = SasaConfig(**kwargs)
     if model_args.config_overrides:
         config.update_from_string(model_args.config_overrides)
+    if model_args.attention_probs_dropout_prob is not None:
+        config.attention_probs_dropout_prob = model_args.attention_probs_dropout_prob
     return config
 
 
@@ -519,10 +526,11 @@ def load_model(model_class: type, model_args: ModelArguments, config: Pretrained
     """``model_class`` with random weights (``--from_scratch``: its input top-k source matches the tokenizer's
     identifiers, as ``sasa convert`` sets it) or the checkpoint's weights, under ``config``."""
     if model_args.from_scratch:
-        model = model_class(config)
+        model = model_class._from_config(config, attn_implementation=model_args.attn_implementation)
         install_identifier_tokens(model, tokenizer)
         return model
-    return model_class.from_pretrained(model_args.model_name_or_path, config=config)
+    return model_class.from_pretrained(model_args.model_name_or_path, config=config,
+                                       attn_implementation=model_args.attn_implementation)
 
 
 # --- 6. train, evaluate, predict, save; 7. push -----------------------------------------------------------------------

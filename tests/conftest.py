@@ -2,6 +2,8 @@
 
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 
 # Read by huggingface_hub/transformers at import time: set before anything imports them.
@@ -33,6 +35,18 @@ def tiny_config(**overrides) -> SasaConfig:
     )
     fields.update(overrides)
     return SasaConfig(**fields)
+
+
+def run_fresh_process(script: str, *arguments: str, cwd=None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``python -c script arguments...`` in a fresh interpreter, as a user's process would start: offline, an
+    empty private ``HF_HOME`` (no cached remote code), no ``PYTHONPATH``, one thread. Asserts that it exits with 0
+    (showing the end of its stderr otherwise) and returns it (stdout and stderr as text)."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=tempfile.mkdtemp(prefix="fresh-hf-home-"), OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", script, *arguments], cwd=cwd, env=env, capture_output=True,
+                            text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
 
 
 def padded_batch(lengths: list[int], vocab_size: int = 120, pad_token_id: int = 1, seed: int = 0):

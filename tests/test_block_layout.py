@@ -219,3 +219,51 @@ def test_shared_token_scores_point_a_block_at_the_far_block_with_its_rare_name()
     scores = shared_token_block_scores(input_ids, matchable, 8)
     layout = build_layout(torch.ones(1, 64, dtype=torch.bool), 8, num_topk_blocks=1, topk_scores=scores)
     assert layout.extra_blocks()[0][0, 1, 0] == 7 and layout.extra_blocks()[0][0, 7, 0] == 1
+
+
+def flex_effective_mask(block_mask) -> torch.Tensor:
+    """``[B, Lq, Lk]`` bool: what a compiled FlexAttention attends under ``block_mask``: every score of a *full* tile,
+    ``mask_mod`` on the scores of a *partial* tile, nothing elsewhere."""
+    flex = pytest.importorskip("torch.nn.attention.flex_attention")
+    batch, _, q_len, kv_len = block_mask.shape
+    tile = block_mask.BLOCK_SIZE[0]
+
+    def tiles(num, indices):  # [B, 1, T], [B, 1, T, T] -> [B, T, T] bool
+        slots = torch.arange(indices.shape[-1]) < num[..., None]
+        return torch.zeros(indices.shape, dtype=torch.bool).scatter_(-1, indices.long(), slots)[:, 0]
+
+    def tokens(tile_mask):
+        return tile_mask.repeat_interleave(tile, 1).repeat_interleave(tile, 2)
+
+    partial = tiles(block_mask.kv_num_blocks, block_mask.kv_indices)
+    full = tiles(block_mask.full_kv_num_blocks, block_mask.full_kv_indices)
+    assert not (partial & full).any()
+    mask_mod = flex.create_mask(block_mask.mask_mod, batch, 1, q_len, kv_len, device="cpu")[:, 0]
+    return tokens(full) | (tokens(partial) & mask_mod), full
+
+
+@pytest.mark.parametrize("block_size", [32, 64, 128])
+def test_block_mask_at_kernel_tiles_equals_the_token_mask(block_size):
+    """FlexAttention's GPU kernel needs BlockMask blocks of its tile size (128): SASA's blocks of 32/64/128 tokens are
+    resolved inside mask_mod, tiles the layout selects entirely are marked full (mask_mod skipped there), and the
+    padding up to a reused length attends nothing."""
+    width, length = 8 * block_size, 10 * 128 + max(block_size, 128)
+    token_valid = valid_mask([8 * block_size, 5 * block_size - 3], width)
+    n = width // block_size
+    generator = torch.Generator().manual_seed(block_size)
+    layout = build_layout(token_valid, block_size, num_global_blocks=1, window_radius=1, num_topk_blocks=1,
+                          num_ast_blocks=2, topk_scores=torch.rand(2, n, n, generator=generator),
+                          ast_scores=torch.rand(2, n, n, generator=generator) - 0.3)
+    effective, full = flex_effective_mask(layout.to_block_mask(tile=max(block_size, 128), length=length))
+    assert effective[:, :width, :width].equal(layout.token_mask())
+    assert not effective[:, width:].any() and not effective[:, :, width:].any()
+    if block_size >= 64:
+        assert full.any()  # window tiles of 2 blocks of 64, every selected block of 128 with real keys only
+
+
+def test_block_mask_tile_must_hold_whole_blocks():
+    layout = build_layout(valid_mask([96], 96), 32)
+    with pytest.raises(ValueError, match="multiple of the layout's block_size"):
+        layout.to_block_mask(tile=48)
+    with pytest.raises(ValueError, match="at least the layout's length"):
+        layout.to_block_mask(tile=32, length=64)

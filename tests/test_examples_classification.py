@@ -10,16 +10,14 @@ import os
 import random
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
 import textwrap
 
 import pytest
 import torch
 from transformers import RobertaConfig, RobertaModel, Trainer
 
-from conftest import WITHOUT_SASA, read_snippet, tiny_config
+from conftest import WITHOUT_SASA, read_snippet, run_fresh_process, tiny_config
 from sasa import SasaForSequenceClassification, SasaModel, SasaTokenizer
 from sasa.block_layout import PATTERN_CODES
 from sasa.frequency import identifier_vocabulary
@@ -223,11 +221,7 @@ def test_outputs_reload_as_remote_code_without_the_package_to_identical_logits(d
         with torch.no_grad():
             torch.save(model(**inputs).logits, tmp_path / f"{task}.pt")
         cases.append(dict(path=output_dir, code=code, expected=str(tmp_path / f"{task}.pt")))
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=tempfile.mkdtemp(prefix="fresh-hf-home-"), OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "-c", FRESH_PROCESS, json.dumps(cases)], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_fresh_process(FRESH_PROCESS, json.dumps(cases), cwd=tmp_path)
     assert result.stdout.count("identical") == 2
 
 

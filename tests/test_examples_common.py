@@ -193,6 +193,22 @@ def test_load_config_from_a_checkpoint_checks_it_is_sasa(tmp_path):
         common.load_config(common.ModelArguments(model_name_or_path=str(tmp_path / "roberta")))
 
 
+@pytest.mark.parametrize("from_scratch", [True, False])
+def test_attention_kernel_and_dropout_flags_reach_the_model(tmp_path, bpe_dir, from_scratch):
+    """--attn_implementation picks the kernel (default sasa_auto: flex on CUDA); --attention_probs_dropout_prob
+    overrides the checkpoint's (0 lets sasa_auto train with FlexAttention)."""
+    tokenizer = sasa.SasaTokenizer.from_pretrained(bpe_dir)
+    sasa.SasaModel(tiny_config(vocab_size=len(tokenizer), attention_probs_dropout_prob=0.1)).save_pretrained(tmp_path)
+    source = dict(tokenizer_name=bpe_dir, from_scratch=True) if from_scratch else dict(model_name_or_path=str(tmp_path))
+    for kernel, dropout in ((None, None), ("eager", 0.0)):
+        model_args = common.ModelArguments(**source, attn_implementation=kernel, attention_probs_dropout_prob=dropout)
+        config = common.load_config(model_args, vocab_size=len(tokenizer)) if from_scratch else \
+            common.load_config(model_args)
+        model = common.load_model(sasa.SasaModel, model_args, config, tokenizer)
+        assert model.config._attn_implementation == (kernel or "sasa_auto")
+        assert model.config.attention_probs_dropout_prob == (0.1 if dropout is None else dropout)  # 0.1: both defaults
+
+
 def test_last_checkpoint_resumes_from_the_highest_step(tmp_path):
     assert common.last_checkpoint(str(tmp_path / "missing")) is None
     assert common.last_checkpoint(str(tmp_path)) is None  # empty: start afresh

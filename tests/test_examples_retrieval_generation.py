@@ -13,16 +13,14 @@ import json
 import logging
 import os
 import re
-import subprocess
 import sys
-import tempfile
 import textwrap
 
 import pytest
 import torch
 from transformers import RobertaConfig, RobertaModel, Trainer
 
-from conftest import SNIPPETS, WITHOUT_SASA, tiny_config
+from conftest import SNIPPETS, WITHOUT_SASA, run_fresh_process, tiny_config
 from sasa import SasaForCodeSearch, SasaForCodeSummarization, SasaModel, SasaTokenizer
 from sasa.metrics import mean_reciprocal_rank, smoothed_bleu
 
@@ -317,11 +315,7 @@ def test_saved_models_reload_offline_without_the_package_to_identical_outputs(se
     torch.save(expected, tmp_path / "expected.pt")
     case = dict(search=search_dir, summarization=summarization_dir, code=code, languages=languages,
                 queries=test["text"][:2], expected=str(tmp_path / "expected.pt"))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=tempfile.mkdtemp(prefix="fresh-hf-home-"), OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "-c", FRESH_PROCESS, json.dumps(case)], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_fresh_process(FRESH_PROCESS, json.dumps(case), cwd=tmp_path)
     assert "identical" in result.stdout
 
 

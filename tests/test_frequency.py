@@ -71,7 +71,7 @@ def test_topk_command_counts_a_pinned_pair_and_the_table_selects_its_blocks(tmp_
 
     output = tmp_path / "table.safetensors"
     assert main(["topk", "--model", str(tmp_path / "teacher"), "--files", SNIPPETS, "--output", str(output),
-                 "--top-k", "1", "--partners", "4", "--batch-size", "3",
+                 "--top-k", "1", "--partners", "4", "--batch-size", "3", "--device", "cpu",
                  "--install-into", str(tmp_path / "student")]) == 0
 
     ids, weights = load_frequency_table(output)

@@ -4,9 +4,7 @@ file set must be exactly what a fresh from_pretrained(..., trust_remote_code=Tru
 import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import textwrap
 
 import huggingface_hub
@@ -15,7 +13,7 @@ import torch
 from huggingface_hub import HfApi, ModelCard, RepoUrl
 from huggingface_hub.errors import EntryNotFoundError
 
-from conftest import read_snippet, tiny_config
+from conftest import read_snippet, run_fresh_process, tiny_config
 from sasa import SasaForCodeSearch, SasaForCodeSummarization, SasaForSequenceClassification, SasaTokenizer
 
 MODEL_CODE = {"configuration_sasa.py", "modeling_sasa.py", "block_layout.py", "sparse_attention.py",
@@ -122,11 +120,7 @@ def expected_output(model, tokenizer, code, auto_class, extra):
 
 
 def reload_without_the_package(cases):
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=tempfile.mkdtemp(prefix="fresh-hf-home-"))
-    result = subprocess.run([sys.executable, "-c", RELOAD, json.dumps(cases)], env=env, capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_fresh_process(RELOAD, json.dumps(cases), timeout=600)
     assert result.stdout.count("identical") == len(cases)
 
 

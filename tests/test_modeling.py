@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from conftest import padded_batch, tiny_config
-from sasa import SasaForMaskedLM, SasaForSequenceClassification, SasaModel
+from sasa import SasaForMaskedLM, SasaForSequenceClassification, SasaModel, modeling_sasa, sparse_attention
 
 
 def build(config, backend="eager", cls=SasaModel, seed=0):
     torch.manual_seed(seed)
-    return cls._from_config(copy.deepcopy(config), attn_implementation=backend)
+    return cls._from_config(copy.deepcopy(config), attn_implementation=backend)  # backend None: the default
 
 
 def structured_inputs(lengths, config, seed=0):
@@ -53,8 +53,16 @@ def test_links_from_padding_tokens_are_ignored(config):
     assert torch.equal(got, expected)
 
 
-def test_default_backend_is_the_block_sparse_kernel(config):
-    assert SasaModel(config).config._attn_implementation == "sasa_blocks"
+def test_default_backend_is_chosen_per_device(config):
+    """The default, "sasa_auto", runs the block-sparse kernel on the CPU (no FlexAttention there)."""
+    model = SasaModel(config)
+    assert model.config._attn_implementation == "sasa_auto"
+    inputs = structured_inputs([45, 30], config)
+    with torch.no_grad():
+        auto = model.eval()(**inputs).last_hidden_state
+        model.set_attn_implementation("sasa_blocks")
+        blocks = model(**inputs).last_hidden_state
+    assert torch.equal(auto, blocks)
 
 
 def test_kernels_that_cannot_express_the_layout_are_refused(config):
@@ -90,15 +98,81 @@ def test_model_backends_equal_eager_gradients(backend):
     assert compared > 10
 
 
+# FlexAttention cases: SASA block sizes (the BlockMask runs at 128-token tiles) at distinct padded lengths, which
+# each compile once (static shapes). head_dim 16: the GPU kernel's minimum, so "sasa_auto" may choose flex.
+FLEX_CASES = [(32, [200, 90]), (64, [300, 100]), (128, [77, 40])]
+
+
+def flex_config(block_size, **overrides):
+    return tiny_config(block_size=block_size, hidden_size=64, num_attention_heads=4, num_hidden_layers=1,
+                       intermediate_size=64, **overrides)
+
+
 @pytest.mark.slow
-def test_flex_attention_inference_equals_eager_on_cpu(config):
-    inputs = structured_inputs([77, 40], config)
-    real = inputs["attention_mask"].bool()
-    eager, flex = (with_frequency_table(build(config, name)).eval() for name in ("eager", "flex_attention"))
+def test_flex_attention_equals_eager_at_block_sizes_and_lengths_on_cpu():
+    """One compiled FlexAttention serves every length (torch 2.13's dynamic-shape CPU kernel failed to compile at
+    the second one) and every SASA block size, with real AST links and a frequency table."""
+    for block_size, lengths in FLEX_CASES:
+        config = flex_config(block_size)
+        inputs = structured_inputs(lengths, config)
+        real = inputs["attention_mask"].bool()
+        models = [with_frequency_table(build(config, name)).eval() for name in ("eager", "sasa_blocks", "flex_attention")]
+        with torch.no_grad():
+            expected, blocks, flex = (m(**inputs).last_hidden_state for m in models)
+        assert (flex - expected)[real].abs().max() <= 1e-5, block_size
+        assert (flex - blocks)[real].abs().max() <= 1e-5, block_size
+    # Lengths in a length bucket already compiled reuse its kernel, padded to it or not: no recompilation.
+    from torch._dynamo.utils import counters
+
+    compiled = counters["stats"]["unique_graphs"]
     with torch.no_grad():
-        expected = eager(**inputs).last_hidden_state
-        actual = flex(**inputs).last_hidden_state
-    assert (actual - expected)[real].abs().max() <= 1e-5
+        for lengths in ([100, 60], [128, 1]):  # block 128: the bucket of [77, 40], 128 tokens at batch 2
+            models[2](**structured_inputs(lengths, config))
+        flex = build(flex_config(32), "flex_attention").eval()
+        for lengths in ([256, 10], [230, 100]):  # block 32: the bucket of [200, 90], 256 tokens, unpadded and padded
+            flex(**structured_inputs(lengths, flex.config))
+    assert counters["stats"]["unique_graphs"] == compiled
+
+
+@pytest.mark.slow
+def test_flex_attention_with_attention_dropout_warns_and_runs_without_it():
+    """The default attention_probs_dropout_prob=0.1 does not fail a training step with FlexAttention (transformers'
+    flex raises): it warns once and attends without attention dropout. (CPU: no flex backward, so under no_grad.)"""
+    block_size, lengths = FLEX_CASES[-1]
+    config = flex_config(block_size, attention_probs_dropout_prob=0.1)
+    model = with_frequency_table(build(config, "flex_attention"))
+    inputs = structured_inputs(lengths, config)
+    real = inputs["attention_mask"].bool()
+    sparse_attention._warned.clear()
+    with torch.no_grad(), pytest.warns(UserWarning, match="cannot apply attention dropout"):
+        trained = model.train()(**inputs).last_hidden_state
+    with torch.no_grad():
+        evaluated = model.eval()(**inputs).last_hidden_state
+    assert torch.equal(trained[real], evaluated[real])
+
+
+@pytest.mark.slow
+def test_auto_backend_runs_flex_where_gpus_would_and_keeps_dropout_training_on_sasa_blocks(monkeypatch):
+    """"sasa_auto" (the default) on a FlexAttention device, emulated on the CPU: flex in eval (equal to eager), and
+    "sasa_blocks" when training with attention dropout, which FlexAttention cannot apply."""
+    monkeypatch.setattr(sparse_attention, "FLEX_DEVICE_TYPES", ("cuda", "cpu"))
+    monkeypatch.setattr(sparse_attention, "_triton_available", lambda: True)
+    calls = []
+    flex_forward = sparse_attention.sasa_flex_attention_forward
+    monkeypatch.setattr(modeling_sasa, "sasa_flex_attention_forward", lambda *a, **k: calls.append(1) or flex_forward(*a, **k))
+    block_size, lengths = FLEX_CASES[-1]
+    config = flex_config(block_size, attention_probs_dropout_prob=0.1)
+    inputs = structured_inputs(lengths, config)
+    real = inputs["attention_mask"].bool()
+    auto, eager = (with_frequency_table(build(config, name)) for name in (None, "eager"))
+    assert auto.config._attn_implementation == "sasa_auto"
+    with torch.no_grad():
+        expected = eager.eval()(**inputs).last_hidden_state
+        actual = auto.eval()(**inputs).last_hidden_state
+    assert calls and (actual - expected)[real].abs().max() <= 1e-5
+    calls.clear()
+    auto.train()(**inputs).last_hidden_state.sum().backward()  # sasa_blocks: gradients, attention dropout on
+    assert not calls
 
 
 def test_flex_attention_training_on_cpu_is_a_clear_error(config):

@@ -1,17 +1,13 @@
 """A saved checkpoint carries its code: it reloads, offline, in a fresh Python where ``sasa`` cannot be imported."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-import tempfile
 import textwrap
 
 import pytest
 import torch
 
-from conftest import WITHOUT_SASA, padded_batch, read_snippet, tiny_config
+from conftest import WITHOUT_SASA, padded_batch, read_snippet, run_fresh_process, tiny_config
 from sasa import (
     SasaForCodeSearch,
     SasaForCodeSummarization,
@@ -140,11 +136,7 @@ def test_checkpoints_reload_without_the_package_offline_to_identical_outputs(tmp
                       class_name="SasaForSequenceClassification", code=code, language="java",
                       expected=str(tmp_path / "expected-tokenizer.pt")))
 
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=tempfile.mkdtemp(prefix="fresh-hf-home-"))
-    result = subprocess.run([sys.executable, "-c", FRESH_PROCESS, json.dumps(cases)], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_fresh_process(FRESH_PROCESS, json.dumps(cases), cwd=tmp_path)
     assert result.stdout.count("identical") == len(cases)
 
 
@@ -231,9 +223,6 @@ def test_checkpoints_coexist_in_one_process(tmp_path, package):
                           expected=str(tmp_path / f"{name}.pt"), expected_grad=str(tmp_path / f"{name}-grad.pt")))
     calls = ["a", "b", "a-other-version", "a-copy", "a", "b", "a-copy", "a-other-version"]
 
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=tempfile.mkdtemp(prefix="fresh-hf-home-"))
-    result = subprocess.run([sys.executable, "-c", COEXISTENCE_PROCESS, json.dumps(cases), package, json.dumps(calls)],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_fresh_process(COEXISTENCE_PROCESS, json.dumps(cases), package, json.dumps(calls), cwd=tmp_path,
+                               timeout=600)
     assert result.stdout.count("equal") == len(calls)

@@ -3,16 +3,12 @@ with and without the sasa package) and gives SasaForCodeSearch.encode()'s vector
 
 import json
 import logging
-import os
-import subprocess
-import sys
-import tempfile
 import textwrap
 
 import pytest
 import torch
 
-from conftest import WITHOUT_SASA, Recorder, read_snippet, tiny_config
+from conftest import WITHOUT_SASA, Recorder, read_snippet, run_fresh_process, tiny_config
 from sasa import SasaForCodeSearch, SasaModel, SasaTokenizer
 from sasa.sentence_transformers_files import save_sentence_transformers_files
 
@@ -145,11 +141,7 @@ def test_a_fresh_process_without_sasa_loads_it_offline_to_the_same_vectors(tmp_p
     torch.save(expected_vectors(model, python_tokenizer), tmp_path / "expected.pt")
     case = dict(path=str(tmp_path / "checkpoint"), expected=str(tmp_path / "expected.pt"), code=CODE, java=JAVA,
                 queries=QUERIES)
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=tempfile.mkdtemp(prefix="fresh-hf-home-"), OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "-c", FRESH_PROCESS, json.dumps(case)], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_fresh_process(FRESH_PROCESS, json.dumps(case), cwd=tmp_path)
     assert "identical" in result.stdout
     assert "LOAD REPORT" not in result.stderr and "MISSING" not in result.stderr, result.stderr[-3000:]
     assert "No sentence-transformers model found" not in result.stderr

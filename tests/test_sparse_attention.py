@@ -200,3 +200,37 @@ def test_fused_dropout_equals_the_reference_under_the_same_mask():
     assert_same_outputs_and_gradients(out, expected, inputs, reference_inputs)
     again = fused_block_attention.fused_block_attention(*inputs, layout, scaling=0.25, dropout=p, seed=seed)
     assert torch.equal(again, out)
+
+
+@pytest.mark.parametrize(("device", "head_dim", "dropout", "triton", "expected"), [
+    ("cpu", 64, False, True, "sasa_blocks"),  # the fused C++ kernel; FlexAttention has no CPU backward
+    ("cuda", 64, False, True, "flex_attention"),  # one fused block-sparse Triton kernel, forward and backward
+    ("cuda", 64, True, True, "sasa_blocks"),  # training with attention dropout: flex cannot apply it
+    ("cuda", 8, False, True, "sasa_blocks"),  # below the Triton kernel's minimum head size
+    ("cuda", 64, False, False, "sasa_blocks"),  # no Triton to compile flex with
+])
+def test_auto_backend_per_device(device, head_dim, dropout, triton, expected, monkeypatch):
+    monkeypatch.setattr(sparse_attention, "_triton_available", lambda: triton)
+    assert sparse_attention.resolve_backend("sasa_auto", torch.device(device), head_dim, dropout) == expected
+    assert sparse_attention.resolve_backend("eager", torch.device(device), head_dim, dropout) == "eager"
+
+
+@pytest.mark.parametrize(("length", "expected"), [(1, 128), (128, 128), (129, 256), (300, 384), (513, 640),
+                                                 (700, 768), (1000, 1024), (1025, 1280), (2048, 2048), (3000, 3072),
+                                                 (16000, 16384)])
+def test_flex_lengths_are_bucketed_to_few_reused_shapes(length, expected):
+    assert sparse_attention.flex_padded_length(length, 128) == expected
+    assert sparse_attention.flex_tile_size(32) == 128 and sparse_attention.flex_tile_size(256) == 256
+    assert sparse_attention.flex_tile_size(48) == 384
+
+
+def test_registry_entry_of_the_default_dispatches_by_mask_type(monkeypatch):
+    """transformers' registry entry for "sasa_auto": the layout runs sasa_blocks, a BlockMask runs FlexAttention."""
+    layout = random_layout([40, 25], 48, seed=3)
+    query, key, value = qkv(2, 48)
+    expected = run("sasa_blocks", layout, query, key, value)
+    auto = ALL_ATTENTION_FUNCTIONS["sasa_auto"]
+    out, _ = auto(AttentionStub().eval(), query, key, value, layout, scaling=0.25, dropout=0.0)
+    assert torch.equal(out, expected)
+    monkeypatch.setattr(sparse_attention, "sasa_flex_attention_forward", lambda *args, **kwargs: ("flex", None))
+    assert auto(AttentionStub().eval(), query, key, value, prepare_attention_mask(layout, "flex_attention"))[0] == "flex"

@@ -8,6 +8,7 @@ import re
 import sys
 
 import pytest
+import torch
 
 from conftest import SNIPPETS, read_snippet
 from sasa.ast_languages import EXTENSIONS
@@ -87,11 +88,33 @@ def test_token_positions_agree_with_the_tokens(tokenizer):
             return offsets[token][0] <= span[0] < offsets[token][1]
 
         assert holds(row.site, example.site)
+        # the use's tokens: from the one holding its first character to the one holding its last
+        assert holds(row.site_end - 1, (example.site[1] - 1, example.site[1]))
+        after = offsets[row.site_end] if row.site_end < len(offsets) else (0, 0)  # (0, 0): </s>
+        assert tuple(after) == (0, 0) or after[0] >= example.site[1]
         assert example.code[example.site[0]:example.site[1]] == (example.wrong if example.buggy else example.right)
         assert sorted(row.repairs.tolist()) == sorted({t for span in example.repairs for t in range(len(offsets))
                                                        if holds(t, span)})
         assert row.site in row.candidates.tolist() and set(row.repairs.tolist()) <= set(row.candidates.tolist())
         assert row.evidence_tokens == min(abs(r - row.site) for r in row.repairs.tolist())
+
+
+def test_repair_input_hides_every_piece_of_the_wrong_name(tokenizer):
+    """Repair with the site given: all of the bug's pieces are <mask> (a leftover piece of the wrong name would point
+    at the wrong variable), every other token is the buggy code's own."""
+    import task_training
+
+    units = snippet_units()
+    examples = [e for u in units for e in code_tasks.misuse_examples(u, random.Random(0), sites=3) if e.buggy]
+    rows = task_data.misuse_rows(examples, tokenizer, max_length=1024)
+    assert any(row.site_end - row.site > 1 for row in rows), "no wrong name of several pieces to test with"
+    batch, sites = task_training._repair_batch(rows, tokenizer.pad_token_id, tokenizer.mask_token_id)
+    for index, row in enumerate(rows):
+        masked = batch["input_ids"][index, : len(row.input_ids)] == tokenizer.mask_token_id
+        assert masked.nonzero().flatten().tolist() == list(range(row.site, row.site_end))
+        kept = ~masked
+        assert torch.equal(batch["input_ids"][index, : len(row.input_ids)][kept], row.input_ids[kept])
+        assert int(sites[index]) == row.site
 
 
 def test_code_search_pairs_cut_the_documentation_out_of_the_code():
@@ -131,3 +154,18 @@ def test_quick_run_writes_every_row_and_resumes(tmp_path, capsys):
     assert task_quality.main(arguments) == 0  # everything is there: nothing runs again
     assert len(open(tmp_path / "results.jsonl").readlines()) == len(rows)
     assert "pre-training" not in capsys.readouterr().out
+
+
+def test_discrimination_needs_seeds_and_a_gap_of_three_standard_deviations():
+    import task_quality
+
+    def entry(name, seeds, beyond_512):
+        return {"encoder": name, "repair.seeds": seeds, "repair.repair_beyond_512": beyond_512}
+
+    one_seed = [entry("RoBERTa full", [0], (0.30, 0.0)), entry("RoBERTa-512", [0], (0.10, 0.0))]
+    (line,) = task_quality.discrimination(one_seed)
+    assert "undecided" in line and "discriminates" not in line
+    clear = [entry("RoBERTa full", [0, 1, 2], (0.30, 0.02)), entry("RoBERTa-512", [0, 1, 2], (0.20, 0.03))]
+    assert task_quality.discrimination(clear)[0].endswith(": discriminates")  # 0.10 > 3 x 0.03
+    close = [entry("RoBERTa full", [0, 1, 2], (0.30, 0.02)), entry("RoBERTa-512", [0, 1, 2], (0.25, 0.03))]
+    assert task_quality.discrimination(close)[0].endswith("does NOT discriminate")

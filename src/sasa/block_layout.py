@@ -295,22 +295,54 @@ class BlockLayout:
         size = self.block_size
         return rows.repeat_interleave(size, 1).repeat_interleave(size, 2) & self.token_valid[:, None, :]
 
-    def to_block_mask(self):
-        """A FlexAttention ``BlockMask`` ``[B, 1, L, L]`` equal to :meth:`token_mask` (heads broadcast)."""
+    def to_block_mask(self, tile: int | None = None, length: int | None = None, for_backward: bool = True):
+        """A FlexAttention ``BlockMask`` ``[B, 1, length, length]`` whose first ``L`` rows and columns equal
+        :meth:`token_mask` (heads broadcast; the rows and columns past ``L`` attend nothing and are never attended).
+
+        Args:
+            tile: The BlockMask's block size, a multiple of ``block_size`` (default ``block_size``). FlexAttention's
+                GPU kernel needs it divisible by its tiles (up to 128), so the attention backend passes 128 or a
+                multiple of ``block_size`` above it; the layout's own blocks are resolved inside ``mask_mod``.
+            length: Sequence length of the mask, a multiple of ``tile`` >= ``L`` (default ``L`` rounded up to
+                ``tile``): the backend pads to a few reused lengths so that a static-shape compile is reused.
+            for_backward: Also build the transposed (query-block) indices the backward pass reads.
+
+        A ``tile x tile`` tile that the layout selects entirely, over real keys only, is a *full* block (``mask_mod``
+        is skipped there); a tile it selects in part is a *partial* block (``mask_mod`` runs on its scores); the
+        rest are skipped.
+        """
         from torch.nn.attention.flex_attention import BlockMask
 
-        block_mask, token_valid, size = self.block_mask, self.token_valid, self.block_size
+        size, seq_len = self.block_size, self.seq_len
+        tile = size if tile is None else tile
+        if tile % size:
+            raise ValueError(f"the BlockMask tile ({tile}) must be a multiple of the layout's block_size ({size}).")
+        length = -(-seq_len // tile) * tile if length is None else length
+        if length % tile or length < seq_len:
+            raise ValueError(f"the BlockMask length ({length}) must be a multiple of its tile ({tile}) and at least "
+                             f"the layout's length ({seq_len}).")
+        extra = (length - seq_len) // size
+        block_mask = torch.nn.functional.pad(self.block_mask, (0, extra, 0, extra))  # [B, N, N], padding: False
+        token_valid = torch.nn.functional.pad(self.token_valid, (0, length - seq_len))  # [B, length]
+        batch, tiles, per_tile = block_mask.shape[0], length // tile, tile // size
+        selected = block_mask.view(batch, tiles, per_tile, tiles, per_tile)
+        keys_real = token_valid.view(batch, tiles, tile).all(-1)  # [B, T]: every key of the tile is real
+        full = selected.all(4).all(2) & keys_real[:, None, :]  # [B, T, T]
+        partial = selected.any(4).any(2) & ~full
+
+        def kv_format(chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            # Stable descending sort of the bool row: chosen tiles first, in ascending order. [B, 1, T], [B, 1, T, T]
+            order = torch.argsort(chosen.to(torch.int8), dim=-1, descending=True, stable=True)
+            return chosen.sum(-1, dtype=torch.int32)[:, None], order.to(torch.int32)[:, None]
 
         def sasa_mask_mod(b, h, q_idx, kv_idx):
             # Eager (uncompiled) flex ignores kv_indices and uses only this function, so it states the whole pattern.
             return block_mask[b, q_idx // size, kv_idx // size] & token_valid[b, kv_idx]
 
+        (kv_num, kv_indices), (full_num, full_indices) = kv_format(partial), kv_format(full)
         return BlockMask.from_kv_blocks(
-            self.kv_num_blocks[:, None],
-            self.kv_indices[:, None],
-            BLOCK_SIZE=size,
-            mask_mod=sasa_mask_mod,
-            seq_lengths=(self.seq_len, self.seq_len),
+            kv_num, kv_indices, full_kv_num_blocks=full_num, full_kv_indices=full_indices, BLOCK_SIZE=tile,
+            mask_mod=sasa_mask_mod, seq_lengths=(length, length), compute_q_blocks=for_backward,
         )
 
 

@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                       help="power of the inverse document frequency (without teacher; default 1)")
     topk.add_argument("--max-length", type=int, help="tokens read per text (default: 512 with a teacher, all without)")
     topk.add_argument("--batch-size", type=int, default=8)
+    topk.add_argument("--device", help="where the teacher runs (default: cuda when a GPU is visible, else cpu)")
     topk.add_argument("--limit", type=int, help="use at most this many texts")
     topk.add_argument("--install-into", help="also install the table into this SASA checkpoint (saved in place)")
 
@@ -126,7 +127,8 @@ def _topk(args: argparse.Namespace) -> None:
         texts = (row[args.column] for row in rows)
     if args.model is not None:
         ids, weights = compute_frequency_table(args.model, texts, args.output, args.top_k, args.partners,
-                                               args.max_length or 512, args.batch_size, args.limit, args.tokenizer)
+                                               args.max_length or 512, args.batch_size, args.limit, args.tokenizer,
+                                               args.device)
     else:
         vocab_size = None
         if args.install_into:

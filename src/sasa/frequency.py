@@ -180,14 +180,17 @@ def compute_frequency_table(
     batch_size: int = 8,
     limit: int | None = None,
     tokenizer_path: str | None = None,
+    device: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The whole preprocessing: load the encoder (eager attention) and its tokenizer, count, write ``output``."""
+    """The whole preprocessing: load the encoder (eager attention) and its tokenizer, count, write ``output``. The
+    teacher runs on ``device`` (default: ``"cuda"`` when a GPU is visible, else the CPU)."""
     import itertools
 
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or model_path)
     model = AutoModel.from_pretrained(model_path, attn_implementation="eager")
+    model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if limit is not None:
         texts = itertools.islice(texts, limit)
     total = -(-limit // batch_size) if limit else None

@@ -43,11 +43,14 @@ from .configuration_sasa import SasaConfig
 # imports into its remote-code cache, so every sibling file a checkpoint needs is named in this file.
 from .fused_block_attention import fused_block_attention  # noqa: F401
 from .sparse_attention import (
+    AUTO_BACKEND,
     DEFAULT_BACKEND,
     SUPPORTED_BACKENDS,
     eager_attention_forward,
     prepare_attention_mask,
+    resolve_backend,
     sasa_blocks_attention_forward,
+    sasa_flex_attention_forward,
 )
 
 logger = logging.get_logger(__name__)
@@ -115,10 +118,17 @@ class SasaSelfAttention(nn.Module):
         key = self.key(hidden_states).view(hidden_shape).transpose(1, 2)
         value = self.value(hidden_states).view(hidden_shape).transpose(1, 2)
 
-        if self.config._attn_implementation == "sasa_blocks":
+        backend = self.config._attn_implementation
+        if backend == AUTO_BACKEND:  # SasaModel.forward chose per device: the mask's type says which
+            backend = "sasa_blocks" if isinstance(attention_mask, BlockLayout) else "flex_attention"
+        if backend == "sasa_blocks":
             # This checkpoint's own kernel, never another's (transformers' registry is one dict for all loaded
             # checkpoints; its "sasa_blocks" entry dispatches by the layout's code, see sparse_attention).
             attention_interface: Callable = sasa_blocks_attention_forward
+        elif backend == "flex_attention":
+            # SASA's own: a static-shape compile at bucketed lengths (transformers' wrapper compiles dynamic shapes,
+            # which fail on the CPU from the second length on) that warns, not fails, on attention dropout.
+            attention_interface = sasa_flex_attention_forward
         else:
             attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
                 self.config._attn_implementation, eager_attention_forward
@@ -309,14 +319,32 @@ class SasaPreTrainedModel(PreTrainedModel):
     config_class = SasaConfig
     base_model_prefix = "sasa"
     supports_gradient_checkpointing = True
-    _no_split_modules = ["SasaEmbeddings", "SasaLayer"]
+    # FSDP auto-wrap units (accelerate wraps these classes). Not the embeddings: the masked-LM and summary heads tie
+    # their output layer to the word embeddings, and a tied weight must live in one unit (the root, with the heads).
+    _no_split_modules = ["SasaLayer", "SasaDecoderLayer"]
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_flash_attn = False
     accepts_loss_kwargs = False  # our losses are plain means: Trainer must scale them for gradient accumulation
 
+    @property
+    def _ddp_params_and_buffers_to_ignore(self) -> list[str]:
+        """Buffers ``DistributedDataParallel`` neither broadcasts before each forward nor syncs at wrapping: the top-k
+        source (``frequency_table.*``, up to tens of MiB), fixed during training and loaded identically on every rank
+        from the checkpoint. DDP reads this attribute of the module it wraps (it may also set it)."""
+        if self._ddp_ignore_override is not None:
+            return self._ddp_ignore_override
+        return [name for name, _ in self.named_buffers() if f".{name}".rpartition(".")[0].endswith(".frequency_table")]
+
+    @_ddp_params_and_buffers_to_ignore.setter
+    def _ddp_params_and_buffers_to_ignore(self, names: list[str]) -> None:
+        self._ddp_ignore_override = list(names)
+
+    _ddp_ignore_override: list[str] | None = None
+
     def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
-        """Default to the block-sparse kernel; refuse kernels that cannot express a block-sparse mask."""
+        """Default to ``"sasa_auto"`` (a block-sparse kernel per device); refuse kernels that cannot express a
+        block-sparse mask."""
         requested = DEFAULT_BACKEND if requested_attention is None else requested_attention
         if requested not in SUPPORTED_BACKENDS:
             raise ValueError(
@@ -487,10 +515,13 @@ class SasaModel(SasaPreTrainedModel):
         )
         hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
         layout = self._padded_layout(attention_mask, input_ids, ast_links)
+        backend = resolve_backend(config._attn_implementation, hidden_states.device,
+                                  config.hidden_size // config.num_attention_heads,
+                                  attention_dropout=self.training and config.attention_probs_dropout_prob > 0)
         # Only FlexAttention cares (no CPU backward): skip the parameter scan for every other backend.
-        needs_grad = (config._attn_implementation == "flex_attention" and torch.is_grad_enabled()
+        needs_grad = (backend == "flex_attention" and torch.is_grad_enabled()
                       and any(p.requires_grad for p in self.parameters()))
-        layer_mask = prepare_attention_mask(layout, config._attn_implementation, needs_grad=needs_grad)
+        layer_mask = prepare_attention_mask(layout, backend, needs_grad=needs_grad)
         hidden_states, all_hidden_states, all_attentions = self.encoder(
             hidden_states, layer_mask, output_hidden_states, output_attentions
         )

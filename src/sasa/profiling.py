@@ -10,7 +10,8 @@ Run as ``python -m sasa.profiling '<json spec>'``; prints one JSON line. Spec fi
 (``"infer"`` or ``"train"``), ``repeats``, ``size`` (``"small"`` or ``"base"``), ``layout`` (overrides of SASA's
 layout fields, ``configuration_sasa.LAYOUT_FIELDS``; default: the config's default layout, built by the model's own
 code), ``ast_links_per_token`` (random AST links, so the AST budget is spent as on real code), ``compile`` (wrap the
-model in ``torch.compile``), ``device``. Token ids are drawn from a working set of :data:`WORKING_SET` ids, so tokens
+model in ``torch.compile``), ``autocast`` (a dtype name: the model runs under ``torch.autocast``), ``batch``,
+``device``. Token ids are drawn from a working set of :data:`WORKING_SET` ids, so tokens
 recur as names do in code and the default (input) top-k source finds blocks to choose.
 """
 
@@ -95,7 +96,7 @@ def _attention_case(spec: dict, device):
     import torch
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    from .sparse_attention import eager_attention_forward, prepare_attention_mask
+    from .sparse_attention import eager_attention_forward, prepare_attention_mask, sasa_flex_attention_forward
 
     heads, head_dim, length = spec.get("heads", 12), spec.get("head_dim", 64), spec["length"]
     generator = torch.Generator().manual_seed(0)
@@ -120,7 +121,8 @@ def _attention_case(spec: dict, device):
         def attend(q, k, v):
             return torch.nn.functional.scaled_dot_product_attention(q, k, v)
     else:
-        function = eager_attention_forward if backend == "eager" else ALL_ATTENTION_FUNCTIONS[backend]
+        function = {"eager": eager_attention_forward, "flex_attention": sasa_flex_attention_forward}.get(
+            backend) or ALL_ATTENTION_FUNCTIONS[backend]
         mask = prepare_attention_mask(layout, backend)
 
         def attend(q, k, v):
@@ -156,13 +158,18 @@ def measure(spec: dict) -> dict:
         if spec.get("compile"):  # torch.compile (inductor); the first run, reported apart, includes the compilation
             model = torch.compile(model)
 
+        autocast = spec.get("autocast")  # e.g. "bfloat16": the forward under torch.autocast, as Trainer's --bf16
+
         def run() -> None:
-            if train:
-                model(**inputs).last_hidden_state.float().pow(2).mean().backward()
-                model.zero_grad(set_to_none=True)
-            else:
-                with torch.inference_mode():
-                    model(**inputs)
+            with torch.autocast(device.type, dtype=getattr(torch, autocast or "bfloat16"), enabled=bool(autocast)):
+                if train:
+                    hidden = model(**inputs).last_hidden_state
+                else:
+                    with torch.inference_mode():
+                        model(**inputs)
+                    return
+            hidden.float().pow(2).mean().backward()
+            model.zero_grad(set_to_none=True)
 
     def step() -> None:
         run()

@@ -7,8 +7,10 @@ Every backend computes the same function: one softmax per query over the keys it
 * ``"sasa_blocks"`` (:func:`sasa_blocks_attention_forward`) multiplies each query block with its global columns, its
   window band (views, no copy) and its gathered extra blocks, and runs one batched softmax: ``O(L)`` time and memory,
   forward and backward, any device.
-* ``"flex_attention"`` (transformers' FlexAttention) takes a ``BlockMask`` built from the layout's kv indices (GPU
-  training and inference; CPU inference only, under ``torch.compile``).
+* ``"flex_attention"`` (:func:`sasa_flex_attention_forward`, PyTorch's FlexAttention compiled with static shapes)
+  takes a ``BlockMask`` built from the layout at 128-token tiles, SASA's blocks resolved in its ``mask_mod`` (GPU
+  training and inference; CPU inference only).
+* ``"sasa_auto"`` (the default) is one of the two sparse kernels, per device (:func:`resolve_backend`).
 
 :func:`prepare_attention_mask` turns the layout into what the chosen backend reads; the attention layer passes it on
 as ``attention_mask`` and never needs to know which kernel runs.
@@ -22,7 +24,10 @@ This file is shipped inside checkpoints.
 
 from __future__ import annotations
 
+import importlib.util
+import math
 import sys
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -32,9 +37,36 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from .block_layout import BlockLayout
 from .fused_block_attention import fused_block_attention, fused_kernel_usable
 
-#: The attention implementations a SASA model accepts, fastest-first per use (see the README).
-SUPPORTED_BACKENDS = ("sasa_blocks", "flex_attention", "sdpa", "eager")
-DEFAULT_BACKEND = "sasa_blocks"
+#: The default ``attn_implementation``: the kernel is chosen per device at every forward (:func:`resolve_backend`).
+AUTO_BACKEND = "sasa_auto"
+#: The attention implementations a SASA model accepts (see docs/layout.md#attention-backends).
+SUPPORTED_BACKENDS = (AUTO_BACKEND, "sasa_blocks", "flex_attention", "sdpa", "eager")
+DEFAULT_BACKEND = AUTO_BACKEND
+#: Devices on which ``"sasa_auto"`` runs FlexAttention (compiled Triton kernels, forward and backward).
+FLEX_DEVICE_TYPES = ("cuda",)
+
+
+def resolve_backend(backend: str, device: torch.device, head_dim: int, attention_dropout: bool) -> str:
+    """The kernel ``backend`` runs on ``device``: itself, unless it is ``"sasa_auto"``, which picks
+
+    * ``"flex_attention"`` on CUDA (one fused, block-sparse Triton kernel per layer, forward and backward; the
+      composite path of ``"sasa_blocks"`` launches ~38 kernels per layer and keeps ~6x the memory for backward),
+      unless attention dropout is active (training with ``attention_probs_dropout_prob > 0``: FlexAttention cannot
+      apply it, and the default never changes the function a model computes), the head size is below 16 (the Triton
+      kernel's minimum) or Triton is missing;
+    * ``"sasa_blocks"`` everywhere else (on the CPU its fused C++ kernel, the fastest there; FlexAttention has no
+      CPU backward).
+    """
+    if backend != AUTO_BACKEND:
+        return backend
+    if device.type in FLEX_DEVICE_TYPES and head_dim >= 16 and not attention_dropout and _triton_available():
+        return "flex_attention"
+    return "sasa_blocks"
+
+
+def _triton_available() -> bool:
+    """Triton, which compiles FlexAttention's GPU kernels, is importable (CUDA builds of torch ship it)."""
+    return importlib.util.find_spec("triton") is not None
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -195,9 +227,120 @@ def _window_views(tensor: torch.Tensor, radius: int, size: int) -> torch.Tensor:
     return flat.unfold(0, (2 * radius + 1) * size, size).transpose(1, 2)
 
 
+#: FlexAttention's largest kernel tile (its GPU configurations use 16..128 rows and columns): its BlockMask's block
+#: size must be a multiple of the tile that runs, so SASA's blocks are grouped into BlockMask blocks of 128 tokens (or
+#: the least common multiple with a larger ``block_size``) and resolved token by token inside ``mask_mod``.
+FLEX_TILE = 128
+#: Most shapes one compiled FlexAttention keeps (torch's default ``recompile_limit`` is 8): lengths are bucketed
+#: (:func:`flex_padded_length`), so a whole training run needs a handful per batch size.
+FLEX_RECOMPILE_LIMIT = 64
+_compiled_flex: dict[str, object] = {}
+
+
+def flex_tile_size(block_size: int) -> int:
+    """The BlockMask block size FlexAttention runs SASA's ``block_size`` at: ``lcm(block_size, FLEX_TILE)``."""
+    return math.lcm(block_size, FLEX_TILE)
+
+
+def flex_padded_length(length: int, tile: int) -> int:
+    """The length FlexAttention computes a ``length``-token sequence at: a whole number of tiles, rounded up to
+    ``1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, ...`` tiles (at most a third more), so that the static-shape compile
+    of each length is reused across batches. The padding attends nothing and costs no kernel work (its tiles are in
+    no row's kv list)."""
+    tiles = max(1, -(-length // tile))
+    power = 1 << max(tiles - 1, 0).bit_length()  # the power of two >= tiles
+    for bucket in (power * 5 // 8, power * 3 // 4):  # 1.25 and 1.5 times the power of two below
+        if bucket >= tiles:
+            return bucket * tile
+    return power * tile
+
+
+def compiled_flex_attention():
+    """``torch.compile(flex_attention, dynamic=False)``, made once per process.
+
+    Static shapes, because the dynamic-shape kernel Inductor generates for the CPU fails to compile at the second
+    distinct length (torch 2.13: ``cur_kvSplitSize5 was not declared``), and transformers' own wrapper compiles with
+    automatic dynamic shapes. :func:`flex_padded_length` keeps the number of shapes small.
+    """
+    if "flex" not in _compiled_flex:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        _compiled_flex["flex"] = torch.compile(flex_attention, dynamic=False)
+    return _compiled_flex["flex"]
+
+
+def sasa_flex_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """FlexAttention over the ``BlockMask`` of :func:`prepare_attention_mask`. ``query/key/value [B, H, L, D]``.
+
+    The inputs are zero-padded to the BlockMask's (bucketed) length, run through one compiled FlexAttention with
+    static shapes (outside an enclosing ``torch.compile``; inside one, the caller's graph compiles it) and cut back.
+    FlexAttention cannot drop attention probabilities: with ``dropout > 0`` in training it warns once and attends
+    without attention dropout (the hidden-state dropouts still apply); ``"sasa_blocks"`` implements it.
+
+    Returns ``(output [B, L, H, D], None)``.
+    """
+    from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+    if not isinstance(attention_mask, BlockMask):
+        raise TypeError(
+            "attn_implementation='flex_attention' needs the BlockMask a SASA model builds from its layout as "
+            f"attention_mask, got {type(attention_mask).__name__}."
+        )
+    if dropout > 0 and module.training:
+        _warn_once_here(
+            "FlexAttention cannot apply attention dropout: training without it (attention_probs_dropout_prob="
+            f"{dropout} is ignored; hidden dropout still applies). Set attention_probs_dropout_prob=0 to silence "
+            "this, or train with attn_implementation='sasa_blocks', which applies it."
+        )
+    length, padded = query.shape[-2], attention_mask.seq_lengths[0]
+    if padded != length:
+        query, key, value = (_pad_keeping_strides(t, padded - length) for t in (query, key, value))
+    if torch.compiler.is_compiling() and query.device.type != "cpu":
+        output = flex_attention(query, key, value, block_mask=attention_mask, scale=scaling)
+    else:  # on the CPU, inside a compiled model too: Inductor's CPU template refuses it inside a larger graph
+        output = _run_compiled_flex(query, key, value, attention_mask, scaling)
+    return output[:, :, :length].transpose(1, 2).contiguous(), None
+
+
+@torch.compiler.disable
+def _run_compiled_flex(query, key, value, block_mask, scale):
+    """The process's compiled FlexAttention, in a frame of its own (a graph break inside a compiled model)."""
+    with torch._dynamo.config.patch(recompile_limit=FLEX_RECOMPILE_LIMIT):
+        return compiled_flex_attention()(query, key, value, block_mask=block_mask, scale=scale)
+
+
+def _pad_keeping_strides(tensor: torch.Tensor, pad: int) -> torch.Tensor:
+    """``[B, H, L, D]`` → ``[B, H, L + pad, D]`` (zeros), in the memory order of the input: the projections arrive as
+    ``[B, L, H, D]`` memory, and a static-shape compile guards on strides, so a padded length must look like an
+    unpadded one of the same length or it compiles again."""
+    if tensor.transpose(1, 2).is_contiguous():
+        return F.pad(tensor.transpose(1, 2), (0, 0, 0, 0, 0, pad)).transpose(1, 2)
+    return F.pad(tensor, (0, 0, 0, pad))
+
+
+_warned: set[str] = set()
+
+
+def _warn_once_here(message: str) -> None:
+    """One warning per message and process (never inside a ``torch.compile`` trace)."""
+    if message not in _warned and not torch.compiler.is_compiling():
+        _warned.add(message)
+        warnings.warn(message, stacklevel=3)
+
+
 def prepare_attention_mask(layout: BlockLayout, backend: str, needs_grad: bool = False):
-    """What ``backend`` reads as ``attention_mask``: the layout itself, a FlexAttention ``BlockMask``, or a dense
-    ``[B, 1, L, L]`` bool token mask (eager, sdpa)."""
+    """What ``backend`` reads as ``attention_mask``: the layout itself, a FlexAttention ``BlockMask`` (at
+    :func:`flex_tile_size` blocks, over :func:`flex_padded_length` tokens), or a dense ``[B, 1, L, L]`` bool token
+    mask (eager, sdpa)."""
     if backend == "sasa_blocks":
         return layout
     if backend == "flex_attention":
@@ -207,10 +350,22 @@ def prepare_attention_mask(layout: BlockLayout, backend: str, needs_grad: bool =
                 "run inference under torch.no_grad()/torch.inference_mode(), or train with "
                 "attn_implementation='sasa_blocks' (same function, O(L) memory, forward and backward on every device)."
             )
-        return layout.to_block_mask()
+        tile = flex_tile_size(layout.block_size)
+        return layout.to_block_mask(tile, flex_padded_length(layout.seq_len, tile), for_backward=needs_grad)
     return layout.token_mask()[:, None]
 
 
-# The key must be registered for transformers to accept attn_implementation="sasa_blocks"; every copy of this file
-# registers the same dispatcher, so the last one loaded serves all equally.
+def dispatch_auto(module: nn.Module, query, key, value, attention_mask, **kwargs):
+    """The ``"sasa_auto"`` entry of transformers' registry: FlexAttention for a ``BlockMask``, else
+    :func:`dispatch_to_layout_code` (the mask says which kernel :func:`resolve_backend` chose)."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    if isinstance(attention_mask, BlockMask):
+        return sasa_flex_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    return dispatch_to_layout_code(module, query, key, value, attention_mask, **kwargs)
+
+
+# The keys must be registered for transformers to accept attn_implementation="sasa_blocks"/"sasa_auto"; every copy
+# of this file registers the same dispatchers, so the last one loaded serves all equally.
 ALL_ATTENTION_FUNCTIONS.register("sasa_blocks", dispatch_to_layout_code)
+ALL_ATTENTION_FUNCTIONS.register(AUTO_BACKEND, dispatch_auto)
