@@ -24,7 +24,7 @@ original and the conversion, and resumes each ``run_mlm.py`` run from its last c
 ``--json`` after every stage.
 
     python benchmarks/continued_pretraining.py --json docs/continued_pretraining.json      # ~35 min, 1 thread
-    python benchmarks/continued_pretraining.py --quick                                      # the plumbing, ~3 min
+    python benchmarks/continued_pretraining.py --quick                                      # the plumbing, 1-3 min
 """
 
 from __future__ import annotations
