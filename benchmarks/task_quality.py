@@ -53,6 +53,7 @@ class RunSettings:
     pretrain_batch: int = 4
     finetune_batch: int = 8
     pretrain_learning_rate: float = 2e-3
+    pretrain_masking: str = "pieces"  # task_training.PRETRAIN_MASKINGS
     finetune_learning_rate: float = 1e-3
     threads: int = 2
     tasks: tuple[str, ...] = ("misuse", "search")
@@ -114,7 +115,8 @@ def run_one(plan: Plan, encoder_name: str, seed: int, done_tasks: set[str], log=
     key = dict(encoder=encoder_name, seed=seed, data=plan.data.key(), run=asdict(plan.run), size=SIZE)
     log(f"{encoder_name}, seed {seed}: pre-training {plan.run.pretrain_steps} steps")
     head, pretrained = task_training.pretrain(encoder, data, plan.run.pretrain_steps, seed, plan.run.pretrain_batch,
-                                              plan.run.pretrain_learning_rate, log=log)
+                                              plan.run.pretrain_learning_rate,
+                                              masking=plan.run.pretrain_masking, log=log)
     state, head_state = copy.deepcopy(encoder.state_dict()), copy.deepcopy(head.state_dict())
     sample = task_training.pad_batch(data.misuse_test[:16], data.pad_id)
     density = encoder.density(sample["input_ids"], sample["attention_mask"], sample["ast_links"])

@@ -114,11 +114,42 @@ class MaskedLMHead(nn.Module):
         return self.norm(F.gelu(self.dense(states))) @ self.embeddings.weight.T + self.bias
 
 
+#: How pre-training hides identifiers: ``pieces``, each recurring identifier piece on its own (the learned probe's
+#: objective); ``names``, every piece of a name (:func:`sasa.masking.word_ids`) with a recurring piece together, as
+#: the repair task hides a whole name.
+PRETRAIN_MASKINGS = ("pieces", "names")
+
+
+def pretrain_mask(input_ids: torch.Tensor, candidates: torch.Tensor, masking: str, rate: float,
+                  generator: torch.Generator, vocabulary=None) -> torch.Tensor:
+    """``[L]`` bool: what one pre-training step hides of a sequence. ``candidates``: its recurring identifier pieces
+    (``[L]`` bool); ``pieces`` hides each with probability ``rate``; ``names`` hides each name holding one, all its
+    pieces together (``vocabulary``: a :class:`sasa.masking.MaskingVocabulary`)."""
+    from sasa.masking import sample_mask, word_ids
+
+    if masking == "pieces":
+        return sample_mask(candidates, rate, generator)
+    if masking != "names":
+        raise ValueError(f"masking must be one of {PRETRAIN_MASKINGS}, got {masking!r}")
+    words = word_ids(input_ids[: len(candidates)], vocabulary)
+    maskable = torch.zeros(int(words[-1]) + 1, dtype=torch.bool)
+    maskable[words[candidates]] = True
+    return sample_mask(maskable, rate, generator)[words]
+
+
 def pretrain(encoder, data: TaskData, steps: int, seed: int, batch_size: int = 4, learning_rate: float = 2e-3,
-             mask_rate: float = 0.25, log=None) -> tuple[MaskedLMHead, dict]:
-    """Identifier-copy masked-LM pre-training of ``encoder`` on ``data.pretrain`` (every encoder alike); returns the
-    trained head (the repair task starts from it) and the training numbers."""
-    from sasa.masking import sample_mask
+             mask_rate: float = 0.25, masking: str = "pieces", log=None) -> tuple[MaskedLMHead, dict]:
+    """Identifier-copy masked-LM pre-training of ``encoder`` on ``data.pretrain`` (every encoder alike), hiding
+    ``masking`` units (:func:`pretrain_mask`); returns the trained head (the repair task starts from it) and the
+    training numbers."""
+    if masking not in PRETRAIN_MASKINGS:
+        raise ValueError(f"masking must be one of {PRETRAIN_MASKINGS}, got {masking!r}")
+    vocabulary = None
+    if masking == "names":
+        from sasa import SasaTokenizer
+        from sasa.masking import MaskingVocabulary
+
+        vocabulary = MaskingVocabulary.from_tokenizer(SasaTokenizer.from_pretrained(data.tokenizer_dir))
 
     head = MaskedLMHead(encoder.word_embeddings)
     generator = torch.Generator().manual_seed(seed)
@@ -133,7 +164,8 @@ def pretrain(encoder, data: TaskData, steps: int, seed: int, batch_size: int = 4
         masked = torch.zeros_like(batch["attention_mask"], dtype=torch.bool)
         for row, index in enumerate(chosen):
             candidates = data.pretrain_candidates[index]
-            masked[row, : len(candidates)] = sample_mask(candidates, mask_rate, generator)
+            masked[row, : len(candidates)] = pretrain_mask(data.pretrain[index].input_ids, candidates, masking,
+                                                           mask_rate, generator, vocabulary)
         labels = batch["input_ids"][masked]
         batch["input_ids"] = batch["input_ids"].masked_fill(masked, data.mask_id)
         batch["token_type_ids"] = neighbour_types(batch["input_ids"], batch["attention_mask"])

@@ -169,3 +169,30 @@ def test_discrimination_needs_seeds_and_a_gap_of_three_standard_deviations():
     assert task_quality.discrimination(clear)[0].endswith(": discriminates")  # 0.10 > 3 x 0.03
     close = [entry("RoBERTa full", [0, 1, 2], (0.30, 0.02)), entry("RoBERTa-512", [0, 1, 2], (0.25, 0.03))]
     assert task_quality.discrimination(close)[0].endswith("does NOT discriminate")
+
+
+def test_pretraining_hides_single_pieces_or_whole_names(tokenizer):
+    """``pieces`` hides recurring identifier pieces only; ``names`` hides every piece of a name with such a piece,
+    and never part of a name."""
+    import task_training
+    from mlm_probe import copy_candidates
+    from sasa.frequency import identifier_vocabulary
+    from sasa.masking import MaskingVocabulary, word_ids
+
+    code = "def total_value(items_list):\n    total_value = 0\n    for item in items_list:\n" \
+           "        total_value += item.price_in_cents\n    return total_value, items_list\n"
+    input_ids = torch.tensor(tokenizer(code, language=None)["input_ids"])
+    candidates = copy_candidates(input_ids, identifier_vocabulary(tokenizer))
+    vocabulary = MaskingVocabulary.from_tokenizer(tokenizer)
+    words = word_ids(input_ids, vocabulary)
+    assert any((words == w).sum() > 1 for w in words[candidates].tolist()), "no name of several pieces to test with"
+    for seed in range(5):
+        pieces = task_training.pretrain_mask(input_ids, candidates, "pieces", 0.5, torch.Generator().manual_seed(seed))
+        assert pieces.any() and not (pieces & ~candidates).any()
+        names = task_training.pretrain_mask(input_ids, candidates, "names", 0.5, torch.Generator().manual_seed(seed),
+                                            vocabulary)
+        assert names.any()
+        for word in words[names].unique().tolist():
+            assert names[words == word].all() and candidates[words == word].any()
+    with pytest.raises(ValueError, match="masking"):
+        task_training.pretrain_mask(input_ids, candidates, "lines", 0.5, torch.Generator())
