@@ -79,6 +79,10 @@ def plan_from(args: argparse.Namespace) -> Plan:
             setattr(plan, field, getattr(args, field))
     if args.no_attention:
         plan.attention_lengths = []
+    if args.attention_only:
+        plan.sizes, plan.memory_lengths = [], []
+    if args.attention_lengths:
+        plan.attention_lengths = args.attention_lengths
     return plan
 
 
@@ -208,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", choices=list(MODELS))
     parser.add_argument("--modes", nargs="+", choices=["infer", "train"])
     parser.add_argument("--no-attention", action="store_true", help="skip the attention-only rows")
+    parser.add_argument("--attention-only", action="store_true", help="only the attention-only rows")
+    parser.add_argument("--attention-lengths", type=int, nargs="+", help="lengths of the attention-only rows")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=900, help="seconds before one configuration is given up")
     parser.add_argument("--json", help="write rows, targets and the matmul yardstick to this file")

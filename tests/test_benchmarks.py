@@ -16,7 +16,8 @@ spec.loader.exec_module(run)
 
 
 def plan(**overrides):
-    fields = dict(quick=False, sizes=None, lengths=None, models=None, modes=None, no_attention=False)
+    fields = dict(quick=False, sizes=None, lengths=None, models=None, modes=None, no_attention=False,
+                  attention_only=False, attention_lengths=None)
     fields.update(overrides)
     return run.plan_from(argparse.Namespace(**fields))
 
@@ -61,10 +62,19 @@ def test_targets_compare_the_right_rows():
 
 @pytest.mark.parametrize("mode", ["infer", "train"])
 def test_measure_reports_time_memory_and_throughput(mode):
-    row = measure(dict(model="attention", backend="sasa_blocks", length=256, heads=2, head_dim=16, mode=mode,
-                       repeats=2, layout=dict(block_size=16), yardstick_size=256))
+    # The attention row as the suite plans it (its size field included), made small.
+    (planned,) = [row for row in run.specs(plan(models=["sasa_blocks"], lengths=[1024]), repeats=1)
+                  if row["model"] == "attention" and row["name"] == "sasa_blocks" and row["mode"] == mode][:1]
+    row = measure(dict(planned, length=256, heads=2, head_dim=16, repeats=2, layout=dict(block_size=16),
+                       yardstick_size=256))
     assert row["median_ms"] > 0 and row["first_ms"] > 0 and row["peak_increment_mb"] >= 0 and row["gflops"] > 0
     assert row["matmul_gflops"] > 0
+
+
+def test_attention_only_keeps_the_attention_rows_only():
+    rows = list(run.specs(plan(attention_only=True, attention_lengths=[1024, 2048]), repeats=1))
+    assert rows and all(row["model"] == "attention" for row in rows)
+    assert {row["length"] for row in rows} == {1024, 2048}
 
 
 def test_no_attention_drops_the_attention_rows_only():
