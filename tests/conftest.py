@@ -122,3 +122,14 @@ class Recorder(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tiny training runs (``pytestmark = pytest.mark.usefixtures("one_thread")``): on
+    a small machine shared with other jobs, two threads waiting on each other made them some 30 times slower, and
+    their results are the same."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

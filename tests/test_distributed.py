@@ -140,6 +140,18 @@ SHARDING_WORKER = textwrap.dedent(
             record["ddp_ignored"] = sorted(ddp.parameters_to_ignore)
 
 
+    def three_steps(net):
+        # the losses of 3 SGD steps on the batch
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
+        losses = []
+        for _ in range(3):
+            loss = net(**batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+        return losses
+
     def fsdp2_losses(cls, no_split):
         from torch.distributed.fsdp import fully_shard
 
@@ -150,17 +162,7 @@ SHARDING_WORKER = textwrap.dedent(
                 fully_shard(module)
         fully_shard(model)
         tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
-        losses = []
-        for net in (model, reference):
-            optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
-            run = []
-            for _ in range(3):
-                loss = net(**batch).loss
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad()
-                run.append(loss.item())
-            losses.append(run)
+        losses = [three_steps(model), three_steps(reference)]
         return dict(sharded=losses[0], single=losses[1], tied=tied)
 
 
@@ -175,17 +177,7 @@ SHARDING_WORKER = textwrap.dedent(
         policy = functools.partial(transformer_auto_wrap_policy, transformer_layer_cls=classes)
         wrapped = FullyShardedDataParallel(model, auto_wrap_policy=policy, device_id=torch.device("cpu"),
                                            use_orig_params=True)
-        losses = []
-        for net in (wrapped, reference):
-            optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
-            run = []
-            for _ in range(3):
-                loss = net(**batch).loss
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad()
-                run.append(loss.item())
-            losses.append(run)
+        losses = [three_steps(wrapped), three_steps(reference)]
         return dict(sharded=losses[0], single=losses[1])
 
 

@@ -69,16 +69,6 @@ def write_jsonl(path, rows: list[dict]) -> str:
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """One torch thread: on a small machine shared with other jobs, two threads waiting on each other made these tiny
-    training runs some 30 times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def workspace(tmp_path_factory, bpe_dir) -> dict[str, str]:
     """A tiny SASA checkpoint with its tokenizer, a RoBERTa one (not SASA), and train/validation/test JSONL files
     (functions interleaved across the splits, so the three share modules and style)."""

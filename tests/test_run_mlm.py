@@ -37,13 +37,7 @@ FLAGS = ["--max_source_length", "1024", "--report_to", "none", "--use_cpu", "--s
          "--lr_scheduler_type", "constant", "--logging_steps", "1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread and lose much on a shared CPU (results are the same)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rows(count: int, seed: int) -> list[dict]:
