@@ -61,10 +61,11 @@ def test_targets_compare_the_right_rows():
 
 
 @pytest.mark.parametrize("mode", ["infer", "train"])
-def test_measure_reports_time_memory_and_throughput(mode):
+@pytest.mark.parametrize("backend", ["sasa_blocks", "sdpa_dense_mask", "dense_sdpa"])
+def test_measure_reports_time_memory_and_throughput(mode, backend):
     # The attention row as the suite plans it (its size field included), made small.
-    (planned,) = [row for row in run.specs(plan(models=["sasa_blocks"], lengths=[1024]), repeats=1)
-                  if row["model"] == "attention" and row["name"] == "sasa_blocks" and row["mode"] == mode][:1]
+    (planned,) = [row for row in run.specs(plan(attention_only=True, attention_lengths=[1024]), repeats=1)
+                  if row["name"] == backend and row["mode"] == mode]
     row = measure(dict(planned, length=256, heads=2, head_dim=16, repeats=2, layout=dict(block_size=16),
                        yardstick_size=256))
     assert row["median_ms"] > 0 and row["first_ms"] > 0 and row["peak_increment_mb"] >= 0 and row["gflops"] > 0

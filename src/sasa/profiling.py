@@ -103,7 +103,7 @@ def _attention_case(spec: dict, device):
     q, k, v = (torch.randn(1, length, heads, head_dim, generator=generator).transpose(1, 2).to(device)
                for _ in range(3))
     # The layout of the default model (or spec["layout"]) for random code-like inputs, built by the model's code.
-    layout_model = build_model(dict(spec, model="sasa", size="small", size_fields=dict(
+    layout_model = build_model(dict(spec, model="sasa", size="small", backend="sasa_blocks", size_fields=dict(
         hidden_size=heads, num_hidden_layers=1, num_attention_heads=1, intermediate_size=1))).to(device)
     inputs = _model_inputs(dict(spec, model="sasa", ast_links_per_token=spec.get("ast_links_per_token", 2)),
                            layout_model, device)
