@@ -170,6 +170,69 @@ def misuse_rows(examples: list[code_tasks.MisuseExample], tokenizer, max_length:
     return rows
 
 
+def load_tokenizer(data: TaskData):
+    """The tokenizer ``data`` was prepared with."""
+    from sasa import SasaTokenizer
+
+    return SasaTokenizer.from_pretrained(data.tokenizer_dir)
+
+
+@dataclass(frozen=True)
+class CompletionSite:
+    """One name to complete: in ``unit`` (an index into :attr:`TaskData.misuse_test`, a bug-free row), the name
+    occupying tokens ``start``..``end`` (two pieces or more); its first piece stays visible (typed), the rest is to be
+    predicted. ``far``: every other occurrence of the same name lies outside the site's window blocks."""
+
+    unit: int
+    start: int
+    end: int
+    far: bool
+    evidence_tokens: int  # tokens from the site to the nearest other occurrence of the name
+
+
+def completion_sites(rows: list[MisuseRow], tokenizer, per_unit: int = 12, seed: int = 0) -> list[CompletionSite]:
+    """Name-completion sites of the bug-free held-out units (each unit once, however many bug-free copies it has):
+    every use of a local variable whose name has two pieces or more and occurs again in the unit (the evidence),
+    up to ``per_unit`` per unit, sites with far evidence first. Occurrences are every word of the unit
+    (:func:`sasa.masking.word_ids`) with the same text, whatever its pieces (`` name`` after a space and ``name``
+    after a bracket are tokenized apart) and whatever it names (an attribute of the same name is evidence too)."""
+    from sasa.masking import MaskingVocabulary, word_ids
+
+    vocabulary = MaskingVocabulary.from_tokenizer(tokenizer)
+    text_of = [piece.lstrip("\u0120") for piece in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))]
+    rng = random.Random(seed)
+    sites, seen = [], set()
+    for index, row in enumerate(rows):
+        identity = (row.file, hashlib.sha1(row.input_ids.numpy().tobytes()).hexdigest())
+        if row.buggy or identity in seen:
+            continue
+        seen.add(identity)
+        words = word_ids(row.input_ids, vocabulary)
+        starts = torch.ones(len(words), dtype=torch.bool)
+        starts[1:] = words[1:] != words[:-1]
+        begin = starts.nonzero()[:, 0].tolist()
+        ends = begin[1:] + [len(words)]
+        ids = row.input_ids.tolist()
+        name_at = {start: "".join(text_of[i] for i in ids[start:end]) for start, end in zip(begin, ends)}
+        occurrences: dict[str, list[int]] = {}
+        for start, name in name_at.items():
+            occurrences.setdefault(name, []).append(start)
+        end_of = dict(zip(begin, ends))
+        found = []
+        for start in sorted(set(row.candidates.tolist())):
+            end = end_of.get(start)
+            if end is None or end - start < 2:
+                continue
+            others = [o for o in occurrences[name_at[start]] if o != start]
+            if others:
+                found.append(CompletionSite(index, start, end, _is_far(start, others),
+                                            min(abs(o - start) for o in others)))
+        rng.shuffle(found)
+        found.sort(key=lambda site: not site.far)
+        sites.extend(found[:per_unit])
+    return sites
+
+
 def _pieces(sources: list[tuple[str, str, str]], tokenizer, max_length: int) -> list[tuple[str, str, str]]:
     """Whole files cut at line boundaries into pieces of at most ``max_length`` tokens (pre-training data)."""
     pieces = []

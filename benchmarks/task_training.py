@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from task_data import BLOCK, MisuseRow, SearchRow, Sequence, TaskData
+from task_data import BLOCK, CompletionSite, MisuseRow, SearchRow, Sequence, TaskData, load_tokenizer
 
 
 def neighbour_types(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -146,10 +146,9 @@ def pretrain(encoder, data: TaskData, steps: int, seed: int, batch_size: int = 4
         raise ValueError(f"masking must be one of {PRETRAIN_MASKINGS}, got {masking!r}")
     vocabulary = None
     if masking == "names":
-        from sasa import SasaTokenizer
         from sasa.masking import MaskingVocabulary
 
-        vocabulary = MaskingVocabulary.from_tokenizer(SasaTokenizer.from_pretrained(data.tokenizer_dir))
+        vocabulary = MaskingVocabulary.from_tokenizer(load_tokenizer(data))
 
     head = MaskedLMHead(encoder.word_embeddings)
     generator = torch.Generator().manual_seed(seed)
@@ -344,6 +343,52 @@ def evaluate_repair(encoder, head: MaskedLMHead, rows: list[MisuseRow], pad_id: 
                              ("beyond_512", [o for o in outcomes if o["beyond"]]),
                              ("within_512", [o for o in outcomes if not o["beyond"]])):
         result[f"repair_{bucket}"] = share(selected)
+        result[f"count_{bucket}"] = len(selected)
+    return result
+
+
+# ------------------------------------------------------------------------------- name completion (first piece typed)
+
+def completion_batch(sites: list[CompletionSite], units: list[MisuseRow], pad_id: int,
+                     mask_id: int) -> tuple[dict, torch.Tensor]:
+    """Each site's unit with every piece of its name but the first replaced by ``<mask>`` (the first piece is what
+    the user has typed). Returns the batch and ``[B, L]`` bool, the masked tokens."""
+    batch = pad_batch([units[site.unit] for site in sites], pad_id)
+    masked = torch.zeros_like(batch["attention_mask"], dtype=torch.bool)
+    for row, site in enumerate(sites):
+        masked[row, site.start + 1 : site.end] = True
+    batch["input_ids"] = batch["input_ids"].masked_fill(masked, mask_id)
+    batch["token_type_ids"] = neighbour_types(batch["input_ids"], batch["attention_mask"])
+    return batch, masked
+
+
+@torch.no_grad()
+def evaluate_completion(encoder, head: MaskedLMHead, sites: list[CompletionSite], units: list[MisuseRow],
+                        pad_id: int, mask_id: int, batch_size: int = 16) -> dict:
+    """Name completion with the pre-trained masked-LM head (the pre-training, which hides recurring identifier pieces,
+    is its training): a site counts as completed when the argmax at every masked piece is the name's piece. Reported
+    overall and by bucket: every other occurrence of the name outside the site's window blocks (far) or not; the site
+    within the first 512 tokens or beyond."""
+    encoder.eval()
+    outcomes = []
+    for begin in range(0, len(sites), batch_size):
+        chunk = sites[begin : begin + batch_size]
+        batch, masked = completion_batch(chunk, units, pad_id, mask_id)
+        predicted = torch.zeros_like(masked, dtype=torch.long)
+        predicted[masked] = head(encoder(**batch)[masked]).argmax(-1)
+        for row, site in enumerate(chunk):
+            wanted = units[site.unit].input_ids[site.start + 1 : site.end]
+            outcomes.append(dict(right=bool((predicted[row, site.start + 1 : site.end] == wanted).all()),
+                                 far=site.far, beyond=site.start >= 512))
+
+    def share(selected: list[dict]) -> float:
+        return sum(o["right"] for o in selected) / len(selected) if selected else float("nan")
+
+    result = dict(completion=share(outcomes), examples=len(outcomes))
+    for bucket, selected in (("far", [o for o in outcomes if o["far"]]), ("near", [o for o in outcomes if not o["far"]]),
+                             ("beyond_512", [o for o in outcomes if o["beyond"]]),
+                             ("within_512", [o for o in outcomes if not o["beyond"]])):
+        result[f"completion_{bucket}"] = share(selected)
         result[f"count_{bucket}"] = len(selected)
     return result
 

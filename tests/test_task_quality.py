@@ -117,6 +117,45 @@ def test_repair_input_hides_every_piece_of_the_wrong_name(tokenizer):
         assert int(sites[index]) == row.site
 
 
+def test_completion_sites_are_variable_uses_with_evidence_and_hide_all_but_the_first_piece(tokenizer):
+    """Name completion: each site is a use of a local variable whose name has several pieces and occurs again in the
+    unit; the input hides exactly the pieces after the first; ``far`` agrees with the other occurrences found by
+    searching the code's text (not the token ids); each unit is used once, however many bug-free copies it has."""
+    import task_training
+
+    filler = "".join(f"    total += other_value * {k}\n" for k in range(30))
+    far_use = f"def handle(other_value):\n    total = 0\n{filler}    request_data = total\n{filler}" \
+        "    return request_data, total\n"  # request_data: far from its definition, and outside the global block
+    units = snippet_units() + code_tasks.function_units(far_use, "python", "far.py")
+    examples = [e for u in units for e in code_tasks.misuse_examples(u, random.Random(0), sites=3)]
+    rows = task_data.misuse_rows(examples, tokenizer, max_length=1024)
+    sites = task_data.completion_sites(rows, tokenizer, per_unit=1000)
+    assert sites and any(site.far for site in sites) and any(not site.far for site in sites)
+    assert len({(s.unit, s.start) for s in sites}) == len(sites)
+    assert len({rows[s.unit].file + rows[s.unit].input_ids.numpy().tobytes().hex() for s in sites}) == \
+        len({s.unit for s in sites})  # one copy of each unit
+    for site in sites:
+        row, example = rows[site.unit], examples[site.unit]
+        assert not row.buggy and site.end - site.start >= 2 and site.start in row.candidates.tolist()
+        offsets = tokenizer(example.code, language=None, return_offsets_mapping=True)["offset_mapping"]
+        name = example.code[offsets[site.start][0] : offsets[site.end - 1][1]].strip()
+        assert NAME.fullmatch(name), name
+        whole_words = [m.start() for m in re.finditer(rf"(?<![A-Za-z0-9_$]){re.escape(name)}(?![A-Za-z0-9_$])",
+                                                      example.code)]
+        tokens = [next(t for t, (a, b) in enumerate(offsets) if a <= start < b) for start in whole_words]
+        others = [t for t in tokens if t != site.start]
+        assert site.start in tokens and others
+        assert site.far == task_data._is_far(site.start, others)
+        assert site.evidence_tokens == min(abs(t - site.start) for t in others)
+    batch, masked = task_training.completion_batch(sites, rows, tokenizer.pad_token_id, tokenizer.mask_token_id)
+    for index, site in enumerate(sites):
+        row = rows[site.unit]
+        assert masked[index].nonzero().flatten().tolist() == list(range(site.start + 1, site.end))
+        assert (batch["input_ids"][index][masked[index]] == tokenizer.mask_token_id).all()
+        kept = ~masked[index, : len(row.input_ids)]
+        assert torch.equal(batch["input_ids"][index, : len(row.input_ids)][kept], row.input_ids[kept])
+
+
 def test_code_search_pairs_cut_the_documentation_out_of_the_code():
     python = 'def load(path):\n    """Read a config file.\n\n    More words.\n    """\n    return open(path).read()\n'
     java = "class A {\n  /** Sum the values.\n   * Second line. */\n  int sum(int[] values) {\n    int total = 0;\n" \
@@ -143,17 +182,27 @@ def test_quick_run_writes_every_row_and_resumes(tmp_path, capsys):
     assert task_quality.main(arguments) == 0
     rows = [json.loads(line) for line in open(tmp_path / "results.jsonl")]
     assert {(r["encoder"], r["task"]) for r in rows} == {(e, t) for e in task_quality.QUICK_ENCODERS
-                                                          for t in ("misuse", "search")}
+                                                          for t in ("completion", "search")}
     for row in rows:
         values = [row["metrics"]["mrr"]] if row["task"] == "search" else [
-            row["metrics"][key] for key in ("classification", "localization", "repair", "joint")]
+            row["metrics"][key] for key in ("completion", "completion_far", "completion_near")]
         assert all(0.0 <= value <= 1.0 for value in values) and row["ms_per_step"] > 0
     summary = json.load(open(tmp_path / "summary.json"))
     assert [entry["encoder"] for entry in summary["summary"]] == task_quality.QUICK_ENCODERS
     capsys.readouterr()
     assert task_quality.main(arguments) == 0  # everything is there: nothing runs again
     assert len(open(tmp_path / "results.jsonl").readlines()) == len(rows)
-    assert "pre-training" not in capsys.readouterr().out
+    assert "pre-training 10 steps" not in capsys.readouterr().out
+    # Tasks added later start from the kept pre-trained weights: the pointer tasks' plumbing, without pre-training.
+    encoder = task_quality.QUICK_ENCODERS[0]
+    assert task_quality.main(arguments + ["--tasks", "misuse", "repair", "--encoders", encoder]) == 0
+    out = capsys.readouterr().out
+    assert "pre-trained weights from" in out and "pre-training 10 steps" not in out
+    added = [json.loads(line) for line in open(tmp_path / "results.jsonl")][len(rows):]
+    assert sorted(r["task"] for r in added) == ["misuse", "repair"] and {r["encoder"] for r in added} == {encoder}
+    misuse, repair = sorted(added, key=lambda r: r["task"])
+    assert all(0.0 <= misuse["metrics"][key] <= 1.0 for key in ("classification", "localization", "repair", "joint"))
+    assert 0.0 <= repair["metrics"]["repair"] <= 1.0 and 0.0 < repair["metrics"]["chance"] < 1.0
 
 
 def test_discrimination_needs_seeds_and_a_gap_of_three_standard_deviations():
@@ -196,3 +245,23 @@ def test_pretraining_hides_single_pieces_or_whole_names(tokenizer):
             assert names[words == word].all() and candidates[words == word].any()
     with pytest.raises(ValueError, match="masking"):
         task_training.pretrain_mask(input_ids, candidates, "lines", 0.5, torch.Generator())
+
+
+def test_targets_compare_sasa_with_every_peer_that_ran():
+    import task_quality
+
+    def entry(name, far, ms, mrr=None):
+        row = {"encoder": name, "completion.completion_far": far, "pretrain.ms_per_step": ms}
+        return row | ({"search.mrr": mrr} if mrr else {})
+
+    summary = [entry("SASA (default layout)", (0.30, 0.01), 200, (0.20, 0.01)),
+               entry("SASA window + global", (0.10, 0.01), 150), entry("RoBERTa full", (0.32, 0.01), 400, (0.23, 0.02)),
+               entry("BigBird", (0.29, 0.01), 300)]
+    lines = task_quality.targets(summary)
+    assert any("BigBird 0.290" in line and line.endswith("NOT met") for line in lines)  # 1 std apart
+    assert any("SASA window + global 0.100" in line and line.endswith(": met") for line in lines)
+    assert any("closes 91% of the gap" in line and line.endswith(": met") for line in lines)
+    assert any(line.startswith("time per pre-training step: 200 ms, more than SASA window + global: NOT met")
+               for line in lines)
+    assert any(line.startswith("search MRR: 0.200 vs full attention 0.230: NOT met") for line in lines)
+    assert task_quality.targets(summary[1:]) == []  # no SASA row: nothing to say
