@@ -17,6 +17,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -175,6 +176,30 @@ def pretrain(encoder, data: TaskData, steps: int, seed: int, batch_size: int = 4
     return head, train_loop(parameters, loss_of_step, steps, learning_rate, log)
 
 
+# ------------------------------------------------------------------------------------------------------ metrics
+
+def share(outcomes: list[dict], key: str = "right") -> float:
+    """The share of ``outcomes`` whose ``key`` is true (NaN for none)."""
+    return sum(o[key] for o in outcomes) / len(outcomes) if outcomes else float("nan")
+
+
+#: The buckets every task is reported by: the evidence (the right name's other occurrences) all outside the site's
+#: window blocks or not, and the site within the first 512 tokens or beyond.
+BUCKETS = (("far", lambda o: o["far"]), ("near", lambda o: not o["far"]), ("beyond_512", lambda o: o["beyond"]),
+           ("within_512", lambda o: not o["beyond"]))
+
+
+def by_bucket(outcomes: list[dict], scores: dict[str, Callable[[list[dict]], float]]) -> dict:
+    """``{name}_{bucket}`` for every score and bucket of :data:`BUCKETS`, and ``count_{bucket}``; each outcome has
+    ``far`` and ``beyond``."""
+    result = {}
+    for bucket, belongs in BUCKETS:
+        selected = [o for o in outcomes if belongs(o)]
+        result.update({f"{name}_{bucket}": score(selected) for name, score in scores.items()})
+        result[f"count_{bucket}"] = len(selected)
+    return result
+
+
 # --------------------------------------------------------------------------------------------------- variable misuse
 
 class PointerHeads(nn.Module):
@@ -252,23 +277,13 @@ def evaluate_misuse(encoder, heads: PointerHeads, rows: list[MisuseRow], pad_id:
                                  classified=bool((found[row] > 0) == example.buggy),
                                  located=bool(found[row] == location[row]),
                                  repaired=bool(repairs[row, repaired[row]])))
+            outcomes[-1]["joint"] = outcomes[-1]["located"] and outcomes[-1]["repaired"]
     buggy = [o for o in outcomes if o["buggy"]]
-
-    def share(selected: list[dict], key: str) -> float:
-        return sum(o[key] for o in selected) / len(selected) if selected else float("nan")
-
-    def joint(selected: list[dict]) -> float:
-        return sum(o["located"] and o["repaired"] for o in selected) / len(selected) if selected else float("nan")
-
     result = dict(classification=share(outcomes, "classified"), localization=share(buggy, "located"),
-                  repair=share(buggy, "repaired"), joint=joint(buggy), examples=len(outcomes), buggy=len(buggy))
-    for bucket, selected in (("far", [o for o in buggy if o["far"]]), ("near", [o for o in buggy if not o["far"]]),
-                             ("beyond_512", [o for o in buggy if o["beyond"]]),
-                             ("within_512", [o for o in buggy if not o["beyond"]])):
-        result[f"joint_{bucket}"] = joint(selected)
-        result[f"repair_{bucket}"] = share(selected, "repaired")
-        result[f"localization_{bucket}"] = share(selected, "located")
-        result[f"count_{bucket}"] = len(selected)
+                  repair=share(buggy, "repaired"), joint=share(buggy, "joint"), examples=len(outcomes),
+                  buggy=len(buggy))
+    result.update(by_bucket(buggy, {name: partial(share, key=key) for name, key in
+                                    (("joint", "joint"), ("repair", "repaired"), ("localization", "located"))}))
     return result
 
 
@@ -334,16 +349,9 @@ def evaluate_repair(encoder, head: MaskedLMHead, rows: list[MisuseRow], pad_id: 
             outcomes.append(dict(right=int(scores.argmax()) == row.right_variable, far=row.far,
                                  beyond=row.site >= 512, chance=1.0 / int(torch.isfinite(scores).sum())))
 
-    def share(selected: list[dict]) -> float:
-        return sum(o["right"] for o in selected) / len(selected) if selected else float("nan")
-
     result = dict(repair=share(outcomes), chance=sum(o["chance"] for o in outcomes) / max(1, len(outcomes)),
                   examples=len(outcomes))
-    for bucket, selected in (("far", [o for o in outcomes if o["far"]]), ("near", [o for o in outcomes if not o["far"]]),
-                             ("beyond_512", [o for o in outcomes if o["beyond"]]),
-                             ("within_512", [o for o in outcomes if not o["beyond"]])):
-        result[f"repair_{bucket}"] = share(selected)
-        result[f"count_{bucket}"] = len(selected)
+    result.update(by_bucket(outcomes, dict(repair=share)))
     return result
 
 
@@ -381,15 +389,8 @@ def evaluate_completion(encoder, head: MaskedLMHead, sites: list[CompletionSite]
             outcomes.append(dict(right=bool((predicted[row, site.start + 1 : site.end] == wanted).all()),
                                  far=site.far, beyond=site.start >= 512))
 
-    def share(selected: list[dict]) -> float:
-        return sum(o["right"] for o in selected) / len(selected) if selected else float("nan")
-
     result = dict(completion=share(outcomes), examples=len(outcomes))
-    for bucket, selected in (("far", [o for o in outcomes if o["far"]]), ("near", [o for o in outcomes if not o["far"]]),
-                             ("beyond_512", [o for o in outcomes if o["beyond"]]),
-                             ("within_512", [o for o in outcomes if not o["beyond"]])):
-        result[f"completion_{bucket}"] = share(selected)
-        result[f"count_{bucket}"] = len(selected)
+    result.update(by_bucket(outcomes, dict(completion=share)))
     return result
 
 
