@@ -5,10 +5,13 @@ which keys a query attends to) is self-pre-trained with the same objective and b
 fine-tuned with the same small heads on ``last_hidden_state`` (:mod:`task_training`), with the same steps, optimiser,
 learning-rate rule and seeds:
 
-* **variable misuse** (GREAT's pointers), on long functions of the held-out files, reported overall and by bucket
-  (evidence near or far: is any other occurrence of the right variable inside the bug's window blocks; bug within the
-  first 512 tokens or beyond);
-* **code search** (documentation → function, MRR over the held-out pool): where structure is not needed.
+* **name completion** (the default far-context task): at a use of a local variable in a long held-out function, the
+  name's first piece is typed and the rest hidden; the pre-trained masked-LM head must complete it from the name's
+  other occurrences. Reported overall and by bucket: evidence near or far (is any other occurrence of the name inside
+  the site's window blocks), site within the first 512 tokens or beyond;
+* **code search** (documentation → function, MRR over the held-out pool): where structure is not needed;
+* on request (``--tasks``), **variable misuse** (GREAT's pointers) and **repair** at a given bug site (the same
+  buckets): in this budget neither learns to use far evidence (docs/task-quality.md).
 
 The data (:mod:`task_data`, from :mod:`code_tasks`) is generated from real code with labels correct by construction,
 split by file. Each (encoder, seed) runs in its own process (clean peak memory) and appends its rows to the results
@@ -18,9 +21,11 @@ file as soon as each task finishes, so an interrupted run resumes where it stopp
     python benchmarks/task_quality.py --results docs/task_quality.jsonl --png docs/task_quality
     python benchmarks/task_quality.py --corpus '/usr/share/go-1.19/src/**/*.go' --results go.jsonl
 
-The table gives mean ± std over seeds per encoder, the density of its attention, time per training step and peak
-memory of fine-tuning, then the discrimination check (can the benchmark tell full attention from RoBERTa-512 on bugs
-beyond 512 tokens, and from the window alone on far evidence?) and the targets.
+The table gives mean ± std over seeds per encoder, the density of its attention, time per pre-training step (and per
+fine-tuning step) and peak memory, then the discrimination check (can the benchmark tell full attention from
+RoBERTa-512 beyond 512 tokens, and from the window alone on far evidence?) and the targets (:func:`targets`). The
+pre-trained weights of every (encoder, seed) are kept in the cache directory, so a task asked for later starts from
+them.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ small heads on ``last_hidden_state`` (:mod:`task_encoders` gives them one call).
 * Variable misuse (GREAT's two pointers): a location pointer over ``<s>`` (no bug) and the variable tokens, and a repair
   pointer over the variable tokens, both one linear score per token. The encoder has to carry the evidence to the
   tokens: a pointer head sees one token at a time.
+* Name completion: no fine-tuning; the pre-trained masked-LM head completes a name whose first piece is visible.
 * Code search: a bi-encoder (mean pooling), in-batch softmax; MRR over the held-out pool.
 
 Batches are right-padded to whole blocks; each token's type is its left neighbour's id (the probe's recipe).
@@ -384,14 +385,32 @@ def evaluate_completion(encoder, head: MaskedLMHead, sites: list[CompletionSite]
         batch, masked = completion_batch(chunk, units, pad_id, mask_id)
         predicted = torch.zeros_like(masked, dtype=torch.long)
         predicted[masked] = head(encoder(**batch)[masked]).argmax(-1)
+        reached = _evidence_reached(encoder, batch, chunk)
         for row, site in enumerate(chunk):
             wanted = units[site.unit].input_ids[site.start + 1 : site.end]
             outcomes.append(dict(right=bool((predicted[row, site.start + 1 : site.end] == wanted).all()),
-                                 far=site.far, beyond=site.start >= 512))
+                                 far=site.far, beyond=site.start >= 512, reached=reached[row]))
 
     result = dict(completion=share(outcomes), examples=len(outcomes))
     result.update(by_bucket(outcomes, dict(completion=share)))
+    if encoder.spec.kind == "sasa":  # where a far name is missed: was its evidence outside the layout, or not used?
+        far = [o for o in outcomes if o["far"]]
+        result["far_reach"] = share(far, "reached")
+        result["completion_far_reached"] = share([o for o in far if o["reached"]])
+        result["completion_far_unreached"] = share([o for o in far if not o["reached"]])
     return result
+
+
+def _evidence_reached(encoder, batch: dict, sites: list[CompletionSite]) -> list[bool | None]:
+    """Per site, for a SASA encoder: does the first hidden piece attend (its layout) to the piece after the name's
+    first piece at one of its other occurrences, where a copy would be read? ``None`` for other encoders."""
+    if encoder.spec.kind != "sasa":
+        return [None] * len(sites)
+    layout = encoder.model.layout(batch["input_ids"], batch["attention_mask"], batch["ast_links"])
+    attends = layout.token_mask()
+    length = attends.shape[-1]
+    return [bool(attends[row, site.start + 1, [min(o + 1, length - 1) for o in site.evidence]].any())
+            for row, site in enumerate(sites)]
 
 
 # ------------------------------------------------------------------------------------------------------ code search
