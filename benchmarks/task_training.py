@@ -139,6 +139,20 @@ def pretrain_mask(input_ids: torch.Tensor, candidates: torch.Tensor, masking: st
     return sample_mask(maskable, rate, generator)[words]
 
 
+def maskable_pieces(data: TaskData, index: int, visible: int | None = None) -> torch.Tensor:
+    """``[L]`` bool: what pre-training may hide of ``data.pretrain[index]``, its identifier pieces that recur; for an
+    encoder that reads only the first ``visible`` tokens, those that recur there (any identifier piece there when
+    none does)."""
+    candidates = data.pretrain_candidates[index]
+    if visible is None or len(candidates) <= visible:
+        return candidates
+    from sasa.masking import copy_candidates
+
+    read = data.pretrain[index].input_ids[:visible]
+    candidates = copy_candidates(read, data.identifier)
+    return candidates if candidates.any() else data.identifier[read]
+
+
 def pretrain(encoder, data: TaskData, steps: int, seed: int, batch_size: int = 4, learning_rate: float = 2e-3,
              mask_rate: float = 0.25, masking: str = "pieces", log=None) -> tuple[MaskedLMHead, dict]:
     """Identifier-copy masked-LM pre-training of ``encoder`` on ``data.pretrain`` (every encoder alike), hiding
@@ -155,6 +169,10 @@ def pretrain(encoder, data: TaskData, steps: int, seed: int, batch_size: int = 4
     head = MaskedLMHead(encoder.word_embeddings)
     generator = torch.Generator().manual_seed(seed)
     order: list[int] = []
+    # An encoder that reads only the first tokens (RoBERTa-512) is pre-trained on what it reads, as CodeBERT was on
+    # 512-token sequences: recurring pieces of that part only. Hiding pieces it cannot see would train its head to
+    # predict from the zero states past the cut.
+    visible = encoder.spec.truncate
     encoder.train()
 
     def loss_of_step(step: int) -> torch.Tensor:
@@ -164,7 +182,7 @@ def pretrain(encoder, data: TaskData, steps: int, seed: int, batch_size: int = 4
         batch = pad_batch([data.pretrain[i] for i in chosen], data.pad_id)
         masked = torch.zeros_like(batch["attention_mask"], dtype=torch.bool)
         for row, index in enumerate(chosen):
-            candidates = data.pretrain_candidates[index]
+            candidates = maskable_pieces(data, index, visible)
             masked[row, : len(candidates)] = pretrain_mask(data.pretrain[index].input_ids, candidates, masking,
                                                            mask_rate, generator, vocabulary)
         labels = batch["input_ids"][masked]

@@ -265,3 +265,29 @@ def test_targets_compare_sasa_with_every_peer_that_ran():
                for line in lines)
     assert any(line.startswith("search MRR: 0.200 vs full attention 0.230: NOT met") for line in lines)
     assert task_quality.targets(summary[1:]) == []  # no SASA row: nothing to say
+
+
+def test_an_encoder_cut_at_512_is_pretrained_on_the_part_it_reads(tokenizer):
+    """RoBERTa-512 is pre-trained as CodeBERT was, on what it reads: its maskable pieces lie in the first tokens and
+    recur there; an encoder that reads everything gets the sequence's own."""
+    import types
+
+    import task_training
+    from sasa.frequency import identifier_vocabulary
+    from sasa.masking import copy_candidates
+
+    filler = "".join(f"    total += value_{k % 7} * {k}\n" for k in range(120))
+    code = f"def f(value_0):\n    total = zebra = 0\n{filler}    return total, zebra\n"  # zebra: again past 512
+    encoding = tokenizer(code, language=None, return_offsets_mapping=True)
+    ids = torch.tensor(encoding["input_ids"])
+    identifier = identifier_vocabulary(tokenizer)
+    data = types.SimpleNamespace(pretrain=[task_data.Sequence(ids, torch.zeros(len(ids), 1), "f.py")],
+                                 pretrain_candidates=[copy_candidates(ids, identifier)], identifier=identifier)
+    assert len(ids) > 512
+    assert torch.equal(task_training.maskable_pieces(data, 0), data.pretrain_candidates[0])
+    visible = task_training.maskable_pieces(data, 0, visible=512)
+    assert len(visible) == 512 and visible.any()
+    assert torch.equal(visible, copy_candidates(ids[:512], identifier))
+    first = code.index("zebra")
+    zebra = [t for t, (a, b) in enumerate(encoding["offset_mapping"]) if a < first + 5 and b > first]
+    assert zebra and data.pretrain_candidates[0][zebra].all() and not visible[zebra].any()
