@@ -405,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="default: completion and search. completion: a name's first piece is typed, the rest "
                              "predicted from its other uses; misuse: GREAT's variable misuse (bug and repair "
                              "pointers); repair: variable misuse with the bug's position given; search: code search")
+    parser.add_argument("--report", action="store_true",
+                        help="run nothing: the table, checks, JSON and PNG of the rows already in --results")
     parser.add_argument("--run-one", nargs=2, metavar=("ENCODER", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("--in-process", action="store_true", help="run every encoder in this process (tests)")
     args = parser.parse_args(argv)
@@ -426,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     data = task_data.prepare(plan.data, plan.cache_dir)
     print(f"data: {json.dumps(data.summary)}", flush=True)
-    for seed in plan.seeds:
+    for seed in [] if args.report else plan.seeds:
         for encoder in plan.encoders:
             if set(plan.run.tasks) <= done(encoder, seed):
                 continue
