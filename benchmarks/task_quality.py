@@ -250,13 +250,14 @@ def print_table(summary: list[dict]) -> None:
     timed = next((task for task, _ in TASK_COLUMNS if any(f"{task}.ms_per_step" in e for e in summary)), "misuse")
     tuned = next((task for task, _ in TASK_COLUMNS
                   if task != "completion" and any(f"{task}.ms_per_step" in e for e in summary)), None)
-    header = ["encoder", "density", *(label for _, label in columns), "pre-training ms/step"]
+    header = ["encoder", "seeds", "density", *(label for _, label in columns), "pre-training ms/step"]
     header += [f"{tuned} ms/step"] if tuned else []
     header += [f"{'pre-training' if timed == 'completion' else timed} MB"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for entry in summary:
-        cells = [entry["encoder"], f"{entry.get('density', float('nan')):.3f}"]
+        seeds = sorted({seed for task, _ in TASK_COLUMNS for seed in entry.get(f"{task}.seeds", [])})
+        cells = [entry["encoder"], " ".join(map(str, seeds)) or "—", f"{entry.get('density', float('nan')):.3f}"]
         cells += [_cell(entry.get(key, (math.nan, math.nan))) for key, _ in columns]
         cells.append(f"{entry.get('pretrain.ms_per_step', math.nan):.0f}")
         cells += [f"{entry.get(f'{tuned}.ms_per_step', math.nan):.0f}"] if tuned else []
@@ -299,7 +300,8 @@ def targets(summary: list[dict], sasa: str = "SASA (default layout)") -> list[st
     """The targets on far evidence (name completion, and variable misuse's joint accuracy where it was run): SASA's
     default above every peer by more than 2 standard deviations (the larger of the two rows'), closing at least 70 %
     of the gap between the window alone and full attention, at no more pre-training time per step than any peer;
-    and code search within 1 standard deviation of full attention."""
+    and code search no more than 1 standard deviation below full attention (no loss where structure is not
+    needed)."""
     by_name = {e["encoder"]: e for e in summary}
     ours = by_name.get(sasa)
     if ours is None:
@@ -330,7 +332,7 @@ def targets(summary: list[dict], sasa: str = "SASA (default layout)") -> list[st
         (mean, std), (full_mean, full_std) = ours["search.mrr"], full["search.mrr"]
         spread = max(std, full_std)
         lines.append(f"search MRR: {mean:.3f} vs full attention {full_mean:.3f}: "
-                     f"{'met' if abs(mean - full_mean) <= spread else 'NOT met'} (within 1 std = {spread:.3f})")
+                     f"{'met' if mean >= full_mean - spread else 'NOT met'} (no more than 1 std = {spread:.3f} below)")
     return lines
 
 
@@ -357,7 +359,7 @@ def plot(rows: list[dict], summary: list[dict], prefix: str) -> None:
             axis.errorbar(statistics.mean(seconds) / 60, mean, yerr=std, fmt="o", capsize=3)
             axis.annotate(entry["encoder"], (statistics.mean(seconds) / 60, mean), fontsize=7,
                           textcoords="offset points", xytext=(4, 4))
-        axis.set_xlabel("training time per seed (pre-training + fine-tuning), minutes on 2 CPU cores")
+        axis.set_xlabel("training time per seed (pre-training + fine-tuning), minutes, as run")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
     figure.tight_layout()

@@ -264,6 +264,8 @@ def test_targets_compare_sasa_with_every_peer_that_ran():
     assert any(line.startswith("time per pre-training step: 200 ms, more than SASA window + global: NOT met")
                for line in lines)
     assert any(line.startswith("search MRR: 0.200 vs full attention 0.230: NOT met") for line in lines)
+    summary[0]["search.mrr"] = (0.25, 0.01)  # above full attention: no loss
+    assert any(line.startswith("search MRR: 0.250 vs full attention 0.230: met") for line in task_quality.targets(summary))
     assert task_quality.targets(summary[1:]) == []  # no SASA row: nothing to say
 
 
