@@ -259,9 +259,10 @@ def print_table(summary: list[dict]) -> None:
         seeds = sorted({seed for task, _ in TASK_COLUMNS for seed in entry.get(f"{task}.seeds", [])})
         cells = [entry["encoder"], " ".join(map(str, seeds)) or "—", f"{entry.get('density', float('nan')):.3f}"]
         cells += [_cell(entry.get(key, (math.nan, math.nan))) for key, _ in columns]
-        cells.append(f"{entry.get('pretrain.ms_per_step', math.nan):.0f}")
-        cells += [f"{entry.get(f'{tuned}.ms_per_step', math.nan):.0f}"] if tuned else []
-        cells.append(f"{entry.get(f'{timed}.peak_mb', math.nan):.0f}")
+        numbers = [entry.get("pretrain.ms_per_step", math.nan)]
+        numbers += [entry.get(f"{tuned}.ms_per_step", math.nan)] if tuned else []
+        numbers.append(entry.get(f"{timed}.peak_mb", math.nan))
+        cells += ["—" if math.isnan(number) else f"{number:.0f}" for number in numbers]
         print("| " + " | ".join(cells) + " |")
 
 
