@@ -187,8 +187,12 @@ class CompletionSite:
     start: int
     end: int
     far: bool
-    evidence_tokens: int  # tokens from the site to the nearest other occurrence of the name
-    evidence: tuple[int, ...] = ()  # the first tokens of the name's other occurrences
+    evidence: tuple[int, ...]  # the first tokens of the name's other occurrences
+
+    @property
+    def evidence_tokens(self) -> int:
+        """Tokens from the site to the nearest other occurrence of the name."""
+        return min(abs(other - self.start) for other in self.evidence)
 
 
 def completion_sites(rows: list[MisuseRow], tokenizer, per_unit: int = 12, seed: int = 0) -> list[CompletionSite]:
@@ -226,8 +230,7 @@ def completion_sites(rows: list[MisuseRow], tokenizer, per_unit: int = 12, seed:
                 continue
             others = [o for o in occurrences[name_at[start]] if o != start]
             if others:
-                found.append(CompletionSite(index, start, end, _is_far(start, others),
-                                            min(abs(o - start) for o in others), tuple(others)))
+                found.append(CompletionSite(index, start, end, _is_far(start, others), tuple(others)))
         rng.shuffle(found)
         found.sort(key=lambda site: not site.far)
         sites.extend(found[:per_unit])

@@ -307,6 +307,7 @@ def targets(summary: list[dict], sasa: str = "SASA (default layout)") -> list[st
     ours = by_name.get(sasa)
     if ours is None:
         return []
+    window, full = by_name.get("SASA window + global", {}), by_name.get("RoBERTa full", {})
     lines = []
     for column in ("completion.completion_far", "misuse.joint_far"):
         if column not in ours:
@@ -319,7 +320,6 @@ def targets(summary: list[dict], sasa: str = "SASA (default layout)") -> list[st
                 verdict = "met" if mean - peer_mean > 2 * spread else "NOT met"
                 lines.append(f"{column}: {sasa} {mean:.3f} vs {peer} {peer_mean:.3f} (gap "
                              f"{(mean - peer_mean) / spread if spread else float('inf'):.1f} std): {verdict}")
-        window, full = by_name.get("SASA window + global", {}), by_name.get("RoBERTa full", {})
         if column in window and column in full and full[column][0] > window[column][0]:
             closed = (mean - window[column][0]) / (full[column][0] - window[column][0])
             lines.append(f"{column}: closes {closed:.0%} of the gap between the window alone and full attention "
@@ -328,7 +328,6 @@ def targets(summary: list[dict], sasa: str = "SASA (default layout)") -> list[st
               > by_name[peer].get("pretrain.ms_per_step", math.inf)]
     lines.append(f"time per pre-training step: {ours.get('pretrain.ms_per_step', math.nan):.0f} ms, "
                  + (f"more than {', '.join(slower)}: NOT met" if slower else "no more than any peer run: met"))
-    full = by_name.get("RoBERTa full", {})
     if "search.mrr" in ours and "search.mrr" in full:
         (mean, std), (full_mean, full_std) = ours["search.mrr"], full["search.mrr"]
         spread = max(std, full_std)

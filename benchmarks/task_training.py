@@ -292,11 +292,10 @@ def evaluate_misuse(encoder, heads: PointerHeads, rows: list[MisuseRow], pad_id:
         location_logits, repair_logits = _pointer_logits(heads, encoder(**batch), candidates)
         found, repaired = location_logits.argmax(-1), repair_logits.argmax(-1)
         for row, example in enumerate(chunk):
+            located, right = bool(found[row] == location[row]), bool(repairs[row, repaired[row]])
             outcomes.append(dict(buggy=example.buggy, far=example.far, beyond=example.site >= 512,
-                                 classified=bool((found[row] > 0) == example.buggy),
-                                 located=bool(found[row] == location[row]),
-                                 repaired=bool(repairs[row, repaired[row]])))
-            outcomes[-1]["joint"] = outcomes[-1]["located"] and outcomes[-1]["repaired"]
+                                 classified=bool((found[row] > 0) == example.buggy), located=located,
+                                 repaired=right, joint=located and right))
     buggy = [o for o in outcomes if o["buggy"]]
     result = dict(classification=share(outcomes, "classified"), localization=share(buggy, "located"),
                   repair=share(buggy, "repaired"), joint=share(buggy, "joint"), examples=len(outcomes),
