@@ -28,6 +28,9 @@ class EncoderSpec:
     settings: dict = field(default_factory=dict)  # SasaConfig layout overrides, or the peer's attention settings
     truncate: int | None = None  # read only the first tokens (RoBERTa-512)
     description: str = ""
+    #: Time per pre-training step relative to full attention, as measured on 2 CPU cores (docs/task-quality.md). The
+    #: benchmark only uses it to start the slowest runs first, so that parallel jobs end together.
+    cost: float = 0.5
 
 
 ENCODERS = {
@@ -39,16 +42,18 @@ ENCODERS = {
     "SASA AST only": EncoderSpec("sasa", dict(num_topk_blocks=0), description="the 2 AST blocks, no top-k"),
     "SASA top-k only": EncoderSpec("sasa", dict(num_ast_blocks=0, num_topk_blocks=3),
                                    description="3 top-k (input) blocks, no AST"),
-    "RoBERTa-512": EncoderSpec("roberta", {}, truncate=512, description="full attention, input cut at 512 tokens"),
-    "RoBERTa full": EncoderSpec("roberta", {}, description="full attention (SDPA) over the whole input: the ceiling"),
+    "RoBERTa-512": EncoderSpec("roberta", {}, truncate=512, description="full attention, input cut at 512 tokens",
+                               cost=0.35),
+    "RoBERTa full": EncoderSpec("roberta", {}, description="full attention (SDPA) over the whole input: the ceiling",
+                                cost=1.0),
     "BigBird": EncoderSpec("bigbird", dict(block_size=64, num_random_blocks=3),
-                           description="block_sparse, block 64, 3 random blocks (its usual settings)"),
+                           description="block_sparse, block 64, 3 random blocks (its usual settings)", cost=1.6),
     "BigBird (SASA budget)": EncoderSpec("bigbird", dict(block_size=32, num_random_blocks=2),
-                                         description="block 32, 2 random blocks: 7 blocks of 32 keys, as SASA"),
+                                         description="block 32, 2 random blocks: 7 blocks of 32 keys, as SASA", cost=1.1),
     "Longformer": EncoderSpec("longformer", dict(attention_window=512),
-                              description="window 512, <s> global (its usual settings)"),
+                              description="window 512, <s> global (its usual settings)", cost=4.5),
     "Longformer (SASA budget)": EncoderSpec("longformer", dict(attention_window=SASA_KEYS_PER_QUERY),
-                                            description=f"window {SASA_KEYS_PER_QUERY}, <s> global"),
+                                            description=f"window {SASA_KEYS_PER_QUERY}, <s> global", cost=1.4),
 }
 
 
