@@ -121,15 +121,16 @@ class Encoder(nn.Module):
 
 
 def build_encoder(name: str, vocab_size: int, type_vocab_size: int, max_length: int, size: dict, pad_token_id: int,
-                  seed: int, matchable: torch.Tensor | None = None) -> Encoder:
-    """The encoder ``name`` of :data:`ENCODERS` with random weights from ``seed`` (dropout off) and the recipe's
-    initialisation (:func:`mimetic_init`). ``size``: ``hidden_size``, ``num_hidden_layers``, ``num_attention_heads``,
-    ``intermediate_size``. ``matchable``: the ids SASA's input top-k source matches (the tokenizer's identifiers)."""
+                  seed: int, matchable: torch.Tensor | None = None, spec: EncoderSpec | None = None) -> Encoder:
+    """The encoder ``name`` of :data:`ENCODERS` (or ``spec``, a layout of one's own) with random weights from
+    ``seed`` (dropout off) and the recipe's initialisation (:func:`mimetic_init`). ``size``: ``hidden_size``,
+    ``num_hidden_layers``, ``num_attention_heads``, ``intermediate_size``. ``matchable``: the ids SASA's input top-k
+    source matches (the tokenizer's identifiers)."""
     from transformers import BigBirdConfig, BigBirdModel, LongformerConfig, LongformerModel, RobertaConfig, RobertaModel
 
     from sasa import SasaConfig, SasaModel
 
-    spec = ENCODERS[name]
+    spec = spec or ENCODERS[name]
     common = dict(vocab_size=vocab_size, type_vocab_size=type_vocab_size, pad_token_id=pad_token_id,
                   hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **size)
     torch.manual_seed(seed)

@@ -366,6 +366,45 @@ def targets(summary: list[dict], sasa: str = "SASA (default layout)") -> list[st
     return lines
 
 
+def layout_reach(plan: Plan, data, layouts: dict[str, dict]) -> list[dict]:
+    """The far reach and density of each SASA layout: the SASA encoders of the plan, and ``layouts`` (name →
+    :class:`~sasa.SasaConfig` layout settings), on the completion sites, from the layouts alone (seconds; no weights
+    involved, no training). A far name whose evidence the layout does not reach is one that training cannot find."""
+    import task_data
+    import task_encoders
+    import task_training
+    from sasa import SasaConfig
+
+    known = SasaConfig().to_dict()
+    for name, settings in layouts.items():
+        unknown = sorted(set(settings) - set(known))
+        if unknown:
+            raise SystemExit(f"--layouts {name!r}: unknown SasaConfig settings {unknown}")
+    specs = {name: task_encoders.ENCODERS[name] for name in plan.encoders if task_encoders.ENCODERS[name].kind == "sasa"}
+    specs |= {name: task_encoders.EncoderSpec("sasa", settings) for name, settings in layouts.items()}
+    sites = task_data.completion_sites(data.misuse_test, task_data.load_tokenizer(data), seed=plan.data.seed)
+    sample = task_training.pad_batch(data.misuse_test[:16], data.pad_id)
+    rows = []
+    for name, spec in specs.items():
+        encoder = task_encoders.build_encoder(name, data.vocab_size, data.vocab_size, plan.data.max_length, SIZE,
+                                              data.pad_id, 0, matchable=data.identifier, spec=spec)
+        row = dict(layout=name, settings=spec.settings,
+                   density=encoder.density(sample["input_ids"], sample["attention_mask"], sample["ast_links"]))
+        row.update(task_training.completion_reach(encoder, sites, data.misuse_test, data.pad_id, data.mask_id))
+        rows.append(row)
+    return rows
+
+
+def print_reach(rows: list[dict]) -> None:
+    print("| layout | settings | density | far reach | far reach beyond 512 |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        settings = ", ".join(f"{key}={value}" for key, value in row["settings"].items()) or "defaults"
+        print(f"| {row['layout']} | {settings} | {row['density']:.3f} | {row['far_reach']:.3f} | "
+              f"{row['far_reach_beyond_512']:.3f} |")
+    print(f"({rows[0]['far_sites'] if rows else 0} far sites)")
+
+
 def plot(rows: list[dict], summary: list[dict], prefix: str) -> None:
     import matplotlib
 
@@ -466,6 +505,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="runs at a time, each in its own process with its share of the cores (default 2: the "
                              "published rows ran as 2 one-thread jobs on 2 cores); time per step is comparable only "
                              "between rows run with the same --jobs")
+    parser.add_argument("--reach", action="store_true",
+                        help="train nothing: the far reach and density of each SASA layout (--encoders, --layouts) "
+                             "on the completion sites, in seconds")
+    parser.add_argument("--layouts", type=json.loads, default={},
+                        help='with --reach, layouts of your own: \'{"AST 3": {"num_topk_blocks": 0, '
+                             '"num_ast_blocks": 3}}\' (SasaConfig settings)')
     parser.add_argument("--report", action="store_true",
                         help="run nothing: the table, checks, JSON and PNG of the rows already in --results")
     parser.add_argument("--run-one", nargs=2, metavar=("ENCODER", "SEED"), help=argparse.SUPPRESS)
@@ -489,6 +534,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     data = task_data.prepare(plan.data, plan.cache_dir)
     print(f"data: {json.dumps(data.summary)}", flush=True)
+    if args.reach:
+        reach = layout_reach(plan, data, args.layouts)
+        print_reach(reach)
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as handle:
+                json.dump(dict(data=data.summary, reach=reach), handle, indent=2)
+        return 0
     todo = [] if args.report else schedule(plan, done)
     if args.in_process:
         for encoder, seed in todo:

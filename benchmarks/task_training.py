@@ -402,7 +402,7 @@ def evaluate_completion(encoder, head: MaskedLMHead, sites: list[CompletionSite]
         batch, masked = completion_batch(chunk, units, pad_id, mask_id)
         predicted = torch.zeros_like(masked, dtype=torch.long)
         predicted[masked] = head(encoder(**batch)[masked]).argmax(-1)
-        reached = _evidence_reached(encoder, batch, chunk)
+        reached = evidence_reached(encoder, batch, chunk)
         for row, site in enumerate(chunk):
             wanted = units[site.unit].input_ids[site.start + 1 : site.end]
             outcomes.append(dict(right=bool((predicted[row, site.start + 1 : site.end] == wanted).all()),
@@ -418,7 +418,7 @@ def evaluate_completion(encoder, head: MaskedLMHead, sites: list[CompletionSite]
     return result
 
 
-def _evidence_reached(encoder, batch: dict, sites: list[CompletionSite]) -> list[bool | None]:
+def evidence_reached(encoder, batch: dict, sites: list[CompletionSite]) -> list[bool | None]:
     """Per site, for a SASA encoder: does the first hidden piece attend (its layout) to the piece after the name's
     first piece at one of its other occurrences, where a copy would be read? ``None`` for other encoders."""
     if encoder.spec.kind != "sasa":
@@ -428,6 +428,22 @@ def _evidence_reached(encoder, batch: dict, sites: list[CompletionSite]) -> list
     length = attends.shape[-1]
     return [bool(attends[row, site.start + 1, [min(o + 1, length - 1) for o in site.evidence]].any())
             for row, site in enumerate(sites)]
+
+
+@torch.no_grad()
+def completion_reach(encoder, sites: list[CompletionSite], units: list[MisuseRow], pad_id: int, mask_id: int,
+                     batch_size: int = 16) -> dict:
+    """For a SASA encoder, from its layout alone (no weights involved, no training): the share of far sites whose
+    evidence the layout reaches (:func:`evidence_reached`), overall and beyond the first 512 tokens."""
+    far = [site for site in sites if site.far]
+    outcomes = []
+    for begin in range(0, len(far), batch_size):
+        chunk = far[begin : begin + batch_size]
+        batch, _ = completion_batch(chunk, units, pad_id, mask_id)
+        outcomes += [dict(reached=reached, beyond=site.start >= 512)
+                     for site, reached in zip(chunk, evidence_reached(encoder, batch, chunk))]
+    return dict(far_reach=share(outcomes, "reached"), far_reach_beyond_512=share(
+        [o for o in outcomes if o["beyond"]], "reached"), far_sites=len(outcomes))
 
 
 # ------------------------------------------------------------------------------------------------------ code search

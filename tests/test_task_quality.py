@@ -210,6 +210,17 @@ def test_quick_run_writes_every_row_and_resumes(tmp_path, capsys):
     added = [json.loads(line) for line in open(tmp_path / "results.jsonl").readlines()[before:]]
     assert sorted(r["encoder"] for r in added) == sorted(task_quality.QUICK_ENCODERS)
     assert {(r["task"], r["seed"], r["run"]["threads"]) for r in added} == {("completion", 1, 1)}
+    # The layouts' far reach, without training: a layout that holds every block reaches every far name, and the
+    # default (window + global + extra blocks) reaches at least what its window + global reach.
+    layouts = json.dumps({"every block": {"window_radius": 40}})
+    assert task_quality.main(arguments + ["--reach", "--json", str(tmp_path / "reach.json"), "--layouts", layouts]) == 0
+    reach = {row["layout"]: row for row in json.load(open(tmp_path / "reach.json"))["reach"]}
+    assert list(reach) == ["SASA (default layout)", "SASA window + global", "every block"]
+    assert reach["every block"]["far_sites"] > 0 and reach["every block"]["far_reach"] == 1.0
+    assert reach["every block"]["density"] == pytest.approx(1.0)
+    assert reach["SASA window + global"]["far_reach"] <= reach["SASA (default layout)"]["far_reach"]
+    with pytest.raises(SystemExit, match="window_radious"):
+        task_quality.main(arguments + ["--reach", "--layouts", '{"typo": {"window_radious": 2}}'])
 
 
 def test_the_schedule_starts_the_slowest_runs_first_and_searches_only_where_asked():
