@@ -471,14 +471,15 @@ def build_plan(args: argparse.Namespace) -> Plan:
 
 
 def schedule(plan: Plan, done) -> list[tuple[str, int]]:
-    """The (encoder, seed) runs with a task still to do (``done(encoder, seed)``: the tasks already in the results),
-    the slowest encoders first (:attr:`task_encoders.EncoderSpec.cost`) so that parallel jobs end together; among
-    equals, by seed, then in the order asked for."""
+    """The (encoder, seed) runs with a task still to do (``done(encoder, seed)``: the tasks already in the results):
+    seed by seed, so that an interrupted run has whole seeds; within a seed, the slowest encoders first
+    (:attr:`task_encoders.EncoderSpec.cost`), so that parallel jobs end together; among equals, in the order asked
+    for."""
     import task_encoders
 
     todo = [(encoder, seed) for seed in plan.seeds for encoder in plan.encoders
             if not plan.tasks_for(encoder) <= done(encoder, seed)]
-    return sorted(todo, key=lambda run: -task_encoders.ENCODERS[run[0]].cost)
+    return sorted(todo, key=lambda run: (plan.seeds.index(run[1]), -task_encoders.ENCODERS[run[0]].cost))
 
 
 def main(argv: list[str] | None = None) -> int:
