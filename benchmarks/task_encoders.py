@@ -42,6 +42,13 @@ ENCODERS = {
     "SASA AST only": EncoderSpec("sasa", dict(num_topk_blocks=0), description="the 2 AST blocks, no top-k"),
     "SASA top-k only": EncoderSpec("sasa", dict(num_ast_blocks=0, num_topk_blocks=3),
                                    description="3 top-k (input) blocks, no AST"),
+    "SASA AST 3": EncoderSpec("sasa", dict(num_topk_blocks=0, num_ast_blocks=3),
+                              description="3 AST blocks in place of 2 AST + 1 top-k"),
+    "SASA AST 2 + top-k 2": EncoderSpec("sasa", dict(num_topk_blocks=2), description="a 4th extra block: top-k"),
+    "SASA block 16": EncoderSpec("sasa", dict(block_size=16, window_radius=3, num_global_blocks=2, num_topk_blocks=2,
+                                              num_ast_blocks=4),
+                                 description="the default's keys per query in blocks of 16: window 3 blocks each "
+                                             "side, 2 global, 2 top-k, 4 AST"),
     "RoBERTa-512": EncoderSpec("roberta", {}, truncate=512, description="full attention, input cut at 512 tokens",
                                cost=0.35),
     "RoBERTa full": EncoderSpec("roberta", {}, description="full attention (SDPA) over the whole input: the ceiling",

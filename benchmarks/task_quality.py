@@ -17,7 +17,7 @@ The data (:mod:`task_data`, from :mod:`code_tasks`) is generated from real code 
 split by file. Each (encoder, seed) runs in its own process (clean peak memory), ``--jobs`` of them at a time (2 by
 default, one thread each on 2 cores), and appends its rows to the results file as soon as each task finishes, so an
 interrupted run resumes where it stopped (and can span sessions). The full run (9 encoders, 3 seeds) takes about 2.5
-hours on 2 cores; SASA's ablations (``--encoders`` ... :data:`ABLATIONS`) 15 minutes more.
+hours on 2 cores; SASA's ablations and layout variants (``--encoders`` ... :data:`ABLATIONS`) about 7 minutes each.
 
     python benchmarks/task_quality.py --quick                         # minutes: the plumbing, 3 encoders, 1 seed
     python benchmarks/task_quality.py --results docs/task_quality.jsonl --png docs/task_quality
@@ -49,8 +49,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 SIZE = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512)
 DEFAULT_ENCODERS = ["SASA (default layout)", "SASA window + global", "SASA random 3", "RoBERTa-512", "RoBERTa full",
                     "BigBird", "BigBird (SASA budget)", "Longformer", "Longformer (SASA budget)"]
-#: SASA's own ablations, on request (--encoders): about 15 minutes more for 3 seeds.
-ABLATIONS = ["SASA AST only", "SASA top-k only"]
+#: SASA's own ablations and layout variants, on request (--encoders): about 7 minutes each for 3 seeds.
+ABLATIONS = ["SASA AST only", "SASA top-k only", "SASA AST 3", "SASA AST 2 + top-k 2", "SASA block 16"]
 QUICK_ENCODERS = ["SASA (default layout)", "SASA window + global", "RoBERTa-512"]
 #: Code search (where structure is not needed) runs by default for the encoders its target and its contrast need; the
 #: slow peers' search fine-tuning (BigBird pads the short queries to the full length) would add about an hour.
