@@ -353,11 +353,11 @@ def targets(summary: list[dict], sasa: str = "SASA (default layout)") -> list[st
             closed = (mean - window[column][0]) / (full[column][0] - window[column][0])
             lines.append(f"{column}: closes {closed:.0%} of the gap between the window alone and full attention "
                          f"(target 70 %): {'met' if closed >= 0.7 else 'NOT met'}")
-    time = ours.get("pretrain.ms_per_step", math.inf)
+    ms = ours.get("pretrain.ms_per_step", math.inf)
     slower = [(peer, by_name[peer]["pretrain.ms_per_step"]) for peer in PEERS
-              if peer in by_name and time > by_name[peer].get("pretrain.ms_per_step", math.inf)]
-    lines.append(f"time per pre-training step: {time:.0f} ms, " + (
-        "more than " + ", ".join(f"{peer} ({peer_time:.0f} ms, ×{time / peer_time:.2f})" for peer, peer_time in slower)
+              if peer in by_name and ms > by_name[peer].get("pretrain.ms_per_step", math.inf)]
+    lines.append(f"time per pre-training step: {ms:.0f} ms, " + (
+        "more than " + ", ".join(f"{peer} ({peer_ms:.0f} ms, ×{ms / peer_ms:.2f})" for peer, peer_ms in slower)
         + ": NOT met" if slower else "no more than any peer run: met"))
     if "search.mrr" in ours and "search.mrr" in full:
         difference, spread, _ = _gap(ours["search.mrr"], full["search.mrr"])
