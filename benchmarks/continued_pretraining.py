@@ -97,15 +97,17 @@ def read_codes(path: str) -> list[str]:
 
 
 def held_out_examples(tokenizer, path: str, masking: str, seed: int) -> list[dict]:
-    """The held-out pieces as ``run_mlm.py`` masks them: fixed ``masking`` masks, 15 %, seeded by ``seed``."""
-    from sasa.masking import MaskingVocabulary, evaluation_mask
+    """The held-out pieces as ``run_mlm.py`` masks them: fixed ``masking`` masks, 15 %, seeded by ``seed``, the
+    hidden tokens' AST links dropped (:func:`sasa.masking.unlink_hidden`)."""
+    from sasa.masking import MaskingVocabulary, evaluation_mask, unlink_hidden
 
     vocabulary = MaskingVocabulary.from_tokenizer(tokenizer)
     examples = []
     for code in read_codes(path):
         encoded = tokenizer(code, language="python", truncation=True, max_length=2048)
         inputs, labels = evaluation_mask(encoded["input_ids"], vocabulary, masking, 0.15, seed)
-        examples.append(dict(input_ids=inputs, labels=labels, ast_links=encoded["ast_links"]))
+        links = unlink_hidden(torch.tensor(encoded["ast_links"]), torch.tensor(labels) != -100).tolist()
+        examples.append(dict(input_ids=inputs, labels=labels, ast_links=links))
     return examples
 
 

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from sasa.masking import copy_candidates, far_tokens, sample_mask
+from sasa.masking import copy_candidates, far_tokens, sample_mask, unlink_hidden
 
 #: The probe model (``SasaConfig`` fields): ~1000 steps of 4 x 1024 tokens in ~2 minutes on 2 CPU cores.
 PROBE_MODEL = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512,
@@ -382,8 +382,9 @@ def build_model(vocab: Vocabulary, layout: dict, max_length: int, seed: int, mod
 
 
 def _batch(examples: list[Example], masks: list[torch.Tensor], vocab: Vocabulary, block_size: int) -> dict:
-    """Right-padded ``[B, L]`` inputs (``L`` a multiple of ``block_size``) with the masked tokens replaced; each
-    token's type is its left neighbour's id as the model sees it (``<mask>`` after a masked token)."""
+    """Right-padded ``[B, L]`` inputs (``L`` a multiple of ``block_size``) with the masked tokens replaced and their
+    AST links dropped (:func:`sasa.masking.unlink_hidden`); each token's type is its left neighbour's id as the model
+    sees it (``<mask>`` after a masked token)."""
     length = max(e.input_ids.shape[0] for e in examples)
     length = -(-length // block_size) * block_size
     relations = examples[0].ast_links.shape[1]
@@ -399,6 +400,7 @@ def _batch(examples: list[Example], masks: list[torch.Tensor], vocab: Vocabulary
         masked[row, :size] = mask
     labels = input_ids[masked]
     input_ids = input_ids.masked_fill(masked, vocab.mask_id)
+    ast_links = unlink_hidden(ast_links, masked)  # a hidden token leaves no trace in the links
     token_type_ids = torch.zeros_like(input_ids)
     token_type_ids[:, 1:] = input_ids[:, :-1] * attention_mask[:, 1:]
     return dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,

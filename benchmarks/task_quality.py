@@ -67,6 +67,10 @@ class RunSettings:
     finetune_batch: int = 8
     pretrain_learning_rate: float = 2e-3
     pretrain_masking: str = "pieces"  # task_training.PRETRAIN_MASKINGS
+    #: "unlinked": a hidden token has no AST link from or to it (sasa.masking.unlink_hidden; for a completion site the
+    #: typed first piece too); "kept": the links parsed from the unmasked code stay (the leak before 2026-12; rows
+    #: written before then have no such key and read as "kept"). Only layouts with AST blocks read links.
+    hidden_links: str = "unlinked"
     finetune_learning_rate: float = 1e-3
     threads: int = 1  # torch threads per job; build_plan gives each of --jobs its share of the cores
     tasks: tuple[str, ...] = ("completion", "search")
@@ -111,11 +115,28 @@ def append_result(path: str, row: dict) -> None:
         os.close(descriptor)
 
 
-def same_run(run: dict) -> dict:
+HIDDEN_LINKS = ("unlinked", "kept")
+
+
+def reads_links(encoder: str) -> bool:
+    """Whether ``encoder``'s attention depends on the AST links (a SASA layout with AST blocks)."""
+    import task_encoders
+    from sasa import SasaConfig
+
+    spec = task_encoders.ENCODERS[encoder]
+    return spec.kind == "sasa" and spec.settings.get("num_ast_blocks", SasaConfig().num_ast_blocks) > 0
+
+
+def same_run(run: dict, encoder: str) -> dict:
     """What makes two rows of one task comparable: the run settings but which tasks and encoders were asked for (each
-    row is one task of one encoder) and the number of threads (timing only)."""
-    return {name: value for name, value in json.loads(json.dumps(run)).items()
-            if name not in ("tasks", "search_encoders", "threads")}
+    row is one task of one encoder) and the number of threads (timing only); ``hidden_links`` only for an encoder
+    that reads links (a row without it was written before the rule: ``kept``)."""
+    run = {name: value for name, value in json.loads(json.dumps(run)).items()
+           if name not in ("tasks", "search_encoders", "threads")}
+    run.setdefault("hidden_links", "kept")
+    if not reads_links(encoder):
+        del run["hidden_links"]
+    return run
 
 
 def pretrained_path(plan: Plan, encoder_name: str, seed: int) -> str:
@@ -124,6 +145,8 @@ def pretrained_path(plan: Plan, encoder_name: str, seed: int) -> str:
     import hashlib
 
     settings = {name: value for name, value in asdict(plan.run).items() if name.startswith("pretrain")}
+    if reads_links(encoder_name) and plan.run.hidden_links != "kept":  # the weights pre-trained before the rule: kept
+        settings["hidden_links"] = plan.run.hidden_links
     text = json.dumps(dict(encoder=encoder_name, seed=seed, data=plan.data.key(), size=SIZE, run=settings),
                       sort_keys=True)
     return os.path.join(plan.cache_dir, "pretrained", hashlib.sha1(text.encode()).hexdigest()[:16] + ".pt")
@@ -153,6 +176,7 @@ def run_one(plan: Plan, encoder_name: str, seed: int, done_tasks: set[str], log=
     import task_training
 
     torch.set_num_threads(plan.run.threads)
+    unlink = plan.run.hidden_links == "unlinked"
     data = task_data.prepare(plan.data, plan.cache_dir, log)
     encoder = task_encoders.build_encoder(encoder_name, data.vocab_size, data.vocab_size, plan.data.max_length, SIZE,
                                           data.pad_id, seed, matchable=data.identifier)
@@ -171,7 +195,7 @@ def run_one(plan: Plan, encoder_name: str, seed: int, done_tasks: set[str], log=
         _peak_rss_reset()
         head, pretrained = task_training.pretrain(encoder, data, plan.run.pretrain_steps, seed,
                                                   plan.run.pretrain_batch, plan.run.pretrain_learning_rate,
-                                                  masking=plan.run.pretrain_masking, log=log)
+                                                  masking=plan.run.pretrain_masking, unlink=unlink, log=log)
         pretrain_peak = _rss("VmHWM") - resting
         os.makedirs(os.path.dirname(saved), exist_ok=True)
         torch.save(dict(encoder=encoder.state_dict(), head=head.state_dict(), pretrained=pretrained,
@@ -196,12 +220,15 @@ def run_one(plan: Plan, encoder_name: str, seed: int, done_tasks: set[str], log=
             metrics = task_training.evaluate_misuse(encoder, heads, data.misuse_test, data.pad_id)
         elif task == "repair":
             # The pre-trained masked-LM head alone, before fine-tuning: how much of the repair pre-training already gives.
-            before = task_training.evaluate_repair(encoder, head, data.misuse_test, data.pad_id, data.mask_id)
+            before = task_training.evaluate_repair(encoder, head, data.misuse_test, data.pad_id, data.mask_id,
+                                                   unlink=unlink)
             _peak_rss_reset()
             trained = task_training.finetune_repair(encoder, head, data, plan.run.misuse_steps, seed,
-                                                    plan.run.finetune_batch, plan.run.finetune_learning_rate, log=log)
+                                                    plan.run.finetune_batch, plan.run.finetune_learning_rate,
+                                                    unlink=unlink, log=log)
             peak = _rss("VmHWM") - resting
-            metrics = task_training.evaluate_repair(encoder, head, data.misuse_test, data.pad_id, data.mask_id)
+            metrics = task_training.evaluate_repair(encoder, head, data.misuse_test, data.pad_id, data.mask_id,
+                                                    unlink=unlink)
             metrics.update({f"before_finetuning_{key}": value for key, value in before.items()
                             if key.startswith("repair")})
         elif task == "completion":  # no fine-tuning: the pre-training (hiding recurring name pieces) is its training
@@ -209,7 +236,7 @@ def run_one(plan: Plan, encoder_name: str, seed: int, done_tasks: set[str], log=
                                                seed=plan.data.seed)
             trained, peak = None, pretrain_peak
             metrics = task_training.evaluate_completion(encoder, head, sites, data.misuse_test, data.pad_id,
-                                                        data.mask_id)
+                                                        data.mask_id, unlink=unlink)
         else:
             trained = task_training.finetune_search(encoder, data, plan.run.search_steps, seed,
                                                     plan.run.finetune_batch, plan.run.finetune_learning_rate, log=log)
@@ -390,7 +417,8 @@ def layout_reach(plan: Plan, data, layouts: dict[str, dict]) -> list[dict]:
                                               data.pad_id, 0, matchable=data.identifier, spec=spec)
         row = dict(layout=name, settings=spec.settings,
                    density=encoder.density(sample["input_ids"], sample["attention_mask"], sample["ast_links"]))
-        row.update(task_training.completion_reach(encoder, sites, data.misuse_test, data.pad_id, data.mask_id))
+        row.update(task_training.completion_reach(encoder, sites, data.misuse_test, data.pad_id, data.mask_id,
+                                                  unlink=plan.run.hidden_links == "unlinked"))
         rows.append(row)
     return rows
 
@@ -459,6 +487,8 @@ def build_plan(args: argparse.Namespace) -> Plan:
         if not hasattr(run, name):
             raise SystemExit(f"--steps: unknown setting {name!r}; settings: {sorted(asdict(run))}")
         setattr(run, name, value)
+    if run.hidden_links not in HIDDEN_LINKS:
+        raise SystemExit(f"--steps: hidden_links must be one of {HIDDEN_LINKS}, got {run.hidden_links!r}")
     if args.tasks:
         run.tasks = tuple(args.tasks)
     if args.search_encoders:
@@ -519,11 +549,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     plan = build_plan(args)
     rows = read_results(plan.results)
-    run_key = same_run(asdict(plan.run))
+
+    def comparable(row: dict) -> bool:
+        return row["data"] == plan.data.key() and same_run(row["run"], row["encoder"]) == same_run(
+            asdict(plan.run), row["encoder"])
 
     def done(encoder: str, seed: int) -> set[str]:
-        return {r["task"] for r in rows if r["encoder"] == encoder and r["seed"] == seed
-                and r["data"] == plan.data.key() and same_run(r["run"]) == run_key}
+        return {r["task"] for r in rows if r["encoder"] == encoder and r["seed"] == seed and comparable(r)}
 
     if args.run_one:
         encoder, seed = args.run_one[0], int(args.run_one[1])
@@ -562,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
         with ThreadPoolExecutor(max_workers=plan.jobs) as pool:
             for _ in pool.map(lambda command: subprocess.run(command, check=True), commands):
                 pass
-    rows = [r for r in read_results(plan.results) if r["data"] == plan.data.key() and same_run(r["run"]) == run_key]
+    rows = [r for r in read_results(plan.results) if comparable(r)]
     summary = summarize(rows, plan.encoders)
     print_table(summary)
     checks = discrimination(summary)

@@ -51,6 +51,32 @@ def pad_batch(sequences: list[Sequence], pad_id: int, multiple: int = BLOCK) -> 
                 token_type_ids=neighbour_types(input_ids, attention_mask), ast_links=ast_links)
 
 
+def hidden_batch(sequences: list[Sequence], hidden: list[torch.Tensor], pad_id: int, mask_id: int,
+                 unlinked: list[torch.Tensor] | None = None,
+                 unlink: bool = True) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """:func:`pad_batch` of ``sequences`` with the ``hidden`` tokens (``[L_i]`` bool each, or shorter: the first
+    positions) replaced by ``<mask>`` and, the rule of :func:`sasa.masking.unlink_hidden`, no AST link from or to
+    them, nor from or to the ``unlinked`` ones (name completion: the typed first piece). ``unlink=False`` keeps every
+    link (the leak the rule closes; for comparison only).
+
+    Returns the batch, ``[B, L]`` bool the hidden tokens, and ``[B, L]`` the ids before hiding."""
+    from sasa.masking import unlink_hidden
+
+    batch = pad_batch(sequences, pad_id)
+    masked = torch.zeros_like(batch["attention_mask"], dtype=torch.bool)
+    cut = masked.clone()
+    for row, mask in enumerate(hidden):
+        masked[row, : len(mask)] = mask
+        if unlinked is not None:
+            cut[row, : len(unlinked[row])] = unlinked[row]
+    original = batch["input_ids"]
+    batch["input_ids"] = original.masked_fill(masked, mask_id)
+    batch["token_type_ids"] = neighbour_types(batch["input_ids"], batch["attention_mask"])
+    if unlink:
+        batch["ast_links"] = unlink_hidden(batch["ast_links"], cut | masked)
+    return batch, masked, original
+
+
 def _schedule(optimizer, steps: int, warmup: float = 0.05):
     warmup_steps = max(1, int(warmup * steps))
 
@@ -154,10 +180,11 @@ def maskable_pieces(data: TaskData, index: int, visible: int | None = None) -> t
 
 
 def pretrain(encoder, data: TaskData, steps: int, seed: int, batch_size: int = 4, learning_rate: float = 2e-3,
-             mask_rate: float = 0.25, masking: str = "pieces", log=None) -> tuple[MaskedLMHead, dict]:
+             mask_rate: float = 0.25, masking: str = "pieces", unlink: bool = True,
+             log=None) -> tuple[MaskedLMHead, dict]:
     """Identifier-copy masked-LM pre-training of ``encoder`` on ``data.pretrain`` (every encoder alike), hiding
-    ``masking`` units (:func:`pretrain_mask`); returns the trained head (the repair task starts from it) and the
-    training numbers."""
+    ``masking`` units (:func:`pretrain_mask`) and their AST links (``unlink``, :func:`hidden_batch`); returns the
+    trained head (the repair task starts from it) and the training numbers."""
     if masking not in PRETRAIN_MASKINGS:
         raise ValueError(f"masking must be one of {PRETRAIN_MASKINGS}, got {masking!r}")
     vocabulary = None
@@ -179,17 +206,11 @@ def pretrain(encoder, data: TaskData, steps: int, seed: int, batch_size: int = 4
         if len(order) < batch_size:
             order.extend(torch.randperm(len(data.pretrain), generator=generator).tolist())
         chosen = [order.pop(0) for _ in range(batch_size)]
-        batch = pad_batch([data.pretrain[i] for i in chosen], data.pad_id)
-        masked = torch.zeros_like(batch["attention_mask"], dtype=torch.bool)
-        for row, index in enumerate(chosen):
-            candidates = maskable_pieces(data, index, visible)
-            masked[row, : len(candidates)] = pretrain_mask(data.pretrain[index].input_ids, candidates, masking,
-                                                           mask_rate, generator, vocabulary)
-        labels = batch["input_ids"][masked]
-        batch["input_ids"] = batch["input_ids"].masked_fill(masked, data.mask_id)
-        batch["token_type_ids"] = neighbour_types(batch["input_ids"], batch["attention_mask"])
-        states = encoder(**batch)
-        return F.cross_entropy(head(states[masked]), labels)
+        sequences = [data.pretrain[i] for i in chosen]
+        hidden = [pretrain_mask(sequence.input_ids, maskable_pieces(data, index, visible), masking, mask_rate,
+                                generator, vocabulary) for index, sequence in zip(chosen, sequences)]
+        batch, masked, original = hidden_batch(sequences, hidden, data.pad_id, data.mask_id, unlink=unlink)
+        return F.cross_entropy(head(encoder(**batch)[masked]), original[masked])
 
     parameters = list({id(p): p for p in [*encoder.parameters(), *head.parameters()]}.values())
     return head, train_loop(parameters, loss_of_step, steps, learning_rate, log)
@@ -307,16 +328,17 @@ def evaluate_misuse(encoder, heads: PointerHeads, rows: list[MisuseRow], pad_id:
 
 # ------------------------------------------------------------------------------------ repair at a given (masked) site
 
-def _repair_batch(rows: list[MisuseRow], pad_id: int, mask_id: int) -> tuple[dict, torch.Tensor]:
-    """Buggy rows with every piece of the bug's name replaced by ``<mask>``: the position is given, the name is not
-    (a piece left over from a wrong name of several pieces would point at the wrong variable). Returns the batch and
-    each row's first masked token, where the variable is predicted."""
-    batch = pad_batch(rows, pad_id)
-    for index, row in enumerate(rows):
-        batch["input_ids"][index, row.site : row.site_end] = mask_id
-    sites = torch.tensor([row.site for row in rows])
-    batch["token_type_ids"] = neighbour_types(batch["input_ids"], batch["attention_mask"])
-    return batch, sites
+def _repair_batch(rows: list[MisuseRow], pad_id: int, mask_id: int, unlink: bool = True) -> tuple[dict, torch.Tensor]:
+    """Buggy rows with every piece of the bug's name replaced by ``<mask>`` (and unlinked, :func:`hidden_batch`): the
+    position is given, the name is not (a piece left over from a wrong name of several pieces would point at the
+    wrong variable). Returns the batch and each row's first masked token, where the variable is predicted."""
+    hidden = []
+    for row in rows:
+        mask = torch.zeros(len(row.input_ids), dtype=torch.bool)
+        mask[row.site : row.site_end] = True
+        hidden.append(mask)
+    batch, _, _ = hidden_batch(rows, hidden, pad_id, mask_id, unlink=unlink)
+    return batch, torch.tensor([row.site for row in rows])
 
 
 def _variable_scores(logits: torch.Tensor, row: MisuseRow) -> torch.Tensor:
@@ -333,7 +355,7 @@ def repair_loss(head: MaskedLMHead, states: torch.Tensor, sites: torch.Tensor, r
 
 
 def finetune_repair(encoder, head: MaskedLMHead, data: TaskData, steps: int, seed: int, batch_size: int = 8,
-                    learning_rate: float = 1e-3, log=None) -> dict:
+                    learning_rate: float = 1e-3, unlink: bool = True, log=None) -> dict:
     """Variable misuse with the bug's position given (GREAT's repair, the bug's token masked): the masked-LM head from
     pre-training scores the unit's local variables at the site; cross-entropy against the right one."""
     rng = random.Random(seed)
@@ -342,7 +364,7 @@ def finetune_repair(encoder, head: MaskedLMHead, data: TaskData, steps: int, see
 
     def loss_of_step(step: int) -> torch.Tensor:
         chosen = rng.sample(rows, batch_size)
-        batch, sites = _repair_batch(chosen, data.pad_id, data.mask_id)
+        batch, sites = _repair_batch(chosen, data.pad_id, data.mask_id, unlink)
         return repair_loss(head, encoder(**batch), sites, chosen)
 
     parameters = list({id(p): p for p in [*encoder.parameters(), *head.parameters()]}.values())
@@ -351,7 +373,7 @@ def finetune_repair(encoder, head: MaskedLMHead, data: TaskData, steps: int, see
 
 @torch.no_grad()
 def evaluate_repair(encoder, head: MaskedLMHead, rows: list[MisuseRow], pad_id: int, mask_id: int,
-                    batch_size: int = 16) -> dict:
+                    batch_size: int = 16, unlink: bool = True) -> dict:
     """Accuracy of choosing the right variable at the masked bug site, overall and by bucket (as
     :func:`evaluate_misuse`), and the chance level (one over the variables that can be chosen)."""
     encoder.eval()
@@ -360,7 +382,7 @@ def evaluate_repair(encoder, head: MaskedLMHead, rows: list[MisuseRow], pad_id: 
         chunk = [r for r in rows[start : start + batch_size] if r.buggy]
         if not chunk:
             continue
-        batch, sites = _repair_batch(chunk, pad_id, mask_id)
+        batch, sites = _repair_batch(chunk, pad_id, mask_id, unlink)
         logits = head(encoder(**batch)[torch.arange(len(chunk)), sites])
         for i, row in enumerate(chunk):
             scores = _variable_scores(logits[i], row)
@@ -375,22 +397,27 @@ def evaluate_repair(encoder, head: MaskedLMHead, rows: list[MisuseRow], pad_id: 
 
 # ------------------------------------------------------------------------------- name completion (first piece typed)
 
-def completion_batch(sites: list[CompletionSite], units: list[MisuseRow], pad_id: int,
-                     mask_id: int) -> tuple[dict, torch.Tensor]:
+def completion_batch(sites: list[CompletionSite], units: list[MisuseRow], pad_id: int, mask_id: int,
+                     unlink: bool = True) -> tuple[dict, torch.Tensor]:
     """Each site's unit with every piece of its name but the first replaced by ``<mask>`` (the first piece is what
-    the user has typed). Returns the batch and ``[B, L]`` bool, the masked tokens."""
-    batch = pad_batch([units[site.unit] for site in sites], pad_id)
-    masked = torch.zeros_like(batch["attention_mask"], dtype=torch.bool)
-    for row, site in enumerate(sites):
-        masked[row, site.start + 1 : site.end] = True
-    batch["input_ids"] = batch["input_ids"].masked_fill(masked, mask_id)
-    batch["token_type_ids"] = neighbour_types(batch["input_ids"], batch["attention_mask"])
+    the user has typed), and no AST link from or to any piece of the name, the typed one included: a half-typed name
+    resolves to nothing (:func:`hidden_batch`; ``unlink=False`` keeps the links, the leak the rule closes). Returns
+    the batch and ``[B, L]`` bool, the masked tokens."""
+    hidden, typed = [], []
+    for site in sites:
+        length = len(units[site.unit].input_ids)
+        mask, name = torch.zeros(length, dtype=torch.bool), torch.zeros(length, dtype=torch.bool)
+        mask[site.start + 1 : site.end] = True
+        name[site.start : site.end] = True
+        hidden.append(mask)
+        typed.append(name)
+    batch, masked, _ = hidden_batch([units[site.unit] for site in sites], hidden, pad_id, mask_id, typed, unlink)
     return batch, masked
 
 
 @torch.no_grad()
 def evaluate_completion(encoder, head: MaskedLMHead, sites: list[CompletionSite], units: list[MisuseRow],
-                        pad_id: int, mask_id: int, batch_size: int = 16) -> dict:
+                        pad_id: int, mask_id: int, batch_size: int = 16, unlink: bool = True) -> dict:
     """Name completion with the pre-trained masked-LM head (the pre-training, which hides recurring identifier pieces,
     is its training): a site counts as completed when the argmax at every masked piece is the name's piece. Reported
     overall and by bucket: every other occurrence of the name outside the site's window blocks (far) or not; the site
@@ -399,7 +426,7 @@ def evaluate_completion(encoder, head: MaskedLMHead, sites: list[CompletionSite]
     outcomes = []
     for begin in range(0, len(sites), batch_size):
         chunk = sites[begin : begin + batch_size]
-        batch, masked = completion_batch(chunk, units, pad_id, mask_id)
+        batch, masked = completion_batch(chunk, units, pad_id, mask_id, unlink)
         predicted = torch.zeros_like(masked, dtype=torch.long)
         predicted[masked] = head(encoder(**batch)[masked]).argmax(-1)
         reached = evidence_reached(encoder, batch, chunk)
@@ -432,14 +459,14 @@ def evidence_reached(encoder, batch: dict, sites: list[CompletionSite]) -> list[
 
 @torch.no_grad()
 def completion_reach(encoder, sites: list[CompletionSite], units: list[MisuseRow], pad_id: int, mask_id: int,
-                     batch_size: int = 16) -> dict:
+                     batch_size: int = 16, unlink: bool = True) -> dict:
     """For a SASA encoder, from its layout alone (no weights involved, no training): the share of far sites whose
     evidence the layout reaches (:func:`evidence_reached`), overall and beyond the first 512 tokens."""
     far = [site for site in sites if site.far]
     outcomes = []
     for begin in range(0, len(far), batch_size):
         chunk = far[begin : begin + batch_size]
-        batch, _ = completion_batch(chunk, units, pad_id, mask_id)
+        batch, _ = completion_batch(chunk, units, pad_id, mask_id, unlink)
         outcomes += [dict(reached=reached, beyond=site.start >= 512)
                      for site, reached in zip(chunk, evidence_reached(encoder, batch, chunk))]
     return dict(far_reach=share(outcomes, "reached"), far_reach_beyond_512=share(

@@ -15,7 +15,8 @@ Data: ``--dataset_name`` or local ``--train_file/--validation_file/--test_file``
 ``code`` column (one source each, truncated to ``--max_source_length`` tokens, 2048 by default) and optionally
 ``language`` (else ``--language``, else the tokenizer's default, else Python), parsed for its AST links. ``--masking`` chooses what is
 hidden (``tokens``: RoBERTa's, ``identifiers``: whole names; :mod:`sasa.masking`); ``--mlm_probability`` how much.
-Held-out splits get one fixed mask per example (every token ``<mask>``), the same in every evaluation. Evaluation
+Held-out splits get one fixed mask per example (every token ``<mask>``), the same in every evaluation. Hidden tokens
+keep no AST links, in training and held-out batches (``--no_unlink_hidden`` keeps them, for comparison only). Evaluation
 reports the masked-token loss, accuracy and count overall (``eval_masked_loss``, ``eval_accuracy``), in the first
 ``--position_boundary`` positions (``..._first_512``: what CodeBERT read) and after them (``..._after_512``), and
 on *far* tokens (``eval_far_...``: hidden identifier pieces whose other occurrences all lie outside their window,
@@ -28,11 +29,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+import torch
 from transformers import EvalPrediction, Trainer
 
 import common
 from sasa import SasaDataCollator, SasaDataCollatorForMaskedLM, SasaForMaskedLM
-from sasa.masking import MASKINGS, MaskingVocabulary, bucket_metrics, evaluation_mask, token_statistics
+from sasa.masking import MASKINGS, MaskingVocabulary, bucket_metrics, evaluation_mask, token_statistics, unlink_hidden
 
 #: Defaults of this task; a flag (or JSON key) given by the user wins. Sequences of up to 2048 tokens, a converted
 #: checkpoint's length (the point is to train the positions past 512; a shorter model says to lower it); the best
@@ -49,6 +51,10 @@ class MaskingArguments:
     mlm_probability: float = field(default=0.15, metadata={"help": "Share of the tokens (or words) hidden."})
     eval_masking: Literal["tokens", "identifiers"] | None = field(default=None, metadata={
         "help": "The held-out splits' masking (default: --masking); one fixed mask per example, all <mask>."})
+    unlink_hidden: bool = field(default=True, metadata={
+        "help": "Drop the AST links from and to every hidden token, in training and held-out batches (the tokenizer "
+                "parsed the code before it was hidden; its links would lead the AST blocks to the answer). "
+                "--no_unlink_hidden keeps them, for comparison only."})
     position_boundary: int = field(default=512, metadata={
         "help": "Evaluation splits positions into the first N (what the source model read) and the rest."})
 
@@ -121,7 +127,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         encoded = tokenize(batch)
         masked = [evaluation_mask(ids, vocabulary, masking_args.eval_masking, masking_args.mlm_probability,
                                   training_args.seed) for ids in encoded["input_ids"]]
-        return {**encoded, "input_ids": [ids for ids, _ in masked], "labels": [labels for _, labels in masked]}
+        result = {**encoded, "input_ids": [ids for ids, _ in masked], "labels": [labels for _, labels in masked]}
+        if masking_args.unlink_hidden:  # the fixed masks' hidden tokens keep no AST links
+            result["ast_links"] = [unlink_hidden(torch.tensor(links), torch.tensor(labels) != -100).tolist()
+                                   for links, (_, labels) in zip(encoded["ast_links"], masked)]
+        return result
 
     features = common.tokenize_splits({s: d for s, d in splits.items() if s == "train"}, tokenize, data_args,
                                       "Tokenizing and parsing")
@@ -136,7 +146,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         return {**metrics, "perplexity": float(np.exp(metrics["masked_loss"]))}
 
     masker = SasaDataCollatorForMaskedLM(tokenizer, pad_to_multiple_of=config.block_size, masking=masking_args.masking,
-                                         mlm_probability=masking_args.mlm_probability)
+                                         mlm_probability=masking_args.mlm_probability,
+                                         unlink_hidden=masking_args.unlink_hidden)
     trainer = MaskedLMTrainer(
         model=model, args=training_args, train_dataset=features.get("train"), eval_dataset=features.get("validation"),
         processing_class=tokenizer, compute_metrics=compute_metrics, masker=masker,

@@ -100,3 +100,57 @@ def test_collator_masks_training_batches_and_keeps_fixed_labels(tokenizer):
     assert (batch["labels"][1, len(fixed[1]["labels"]):] == -100).all()
     with pytest.raises(ValueError, match="masking must be one of"):
         SasaDataCollatorForMaskedLM(tokenizer, masking="spans")
+
+
+def _touching(links: torch.Tensor, hidden: torch.Tensor) -> int:
+    """How many links of a padded batch ([B, L, R]) start or end at a hidden position ([B, L])."""
+    length = links.shape[1]
+    valid = (links >= 0) & (links < length)
+    target = torch.gather(hidden[..., None].expand_as(links), 1, links.clamp(0, length - 1))
+    return int(((hidden[..., None] & (links >= 0)) | (valid & target)).sum())
+
+
+def test_masked_lm_batches_keep_no_link_of_a_hidden_token(tokenizer):
+    """The rule in the collator (property test): whatever the masking, rate, seed or padding side, no AST link of a
+    training batch or of a fixed-mask batch starts or ends at a hidden token; every other link is the one the
+    tokenizer made. ``unlink_hidden=False`` keeps them all (and then some do touch hidden tokens)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    codes = [(read_snippet(name), language) for name, language in
+             (("example.py", "python"), ("example.c", "c"), ("Example.java", "java"))]
+    encoded = [dict(tokenizer(code, language=language)) for code, language in codes]
+    assert all(any(link >= 0 for row in f["ast_links"] for link in row) for f in encoded)
+
+    @settings(max_examples=25, deadline=None)
+    @given(masking=st.sampled_from(["tokens", "identifiers"]), rate=st.floats(0.05, 0.9),
+           seed=st.integers(0, 10_000), side=st.sampled_from(["right", "left"]), fixed=st.booleans())
+    def check(masking, rate, seed, side, fixed):
+        tokenizer.padding_side = side
+        try:
+            collator = SasaDataCollatorForMaskedLM(tokenizer, pad_to_multiple_of=8, masking=masking,
+                                                   mlm_probability=rate)
+            leaky = SasaDataCollatorForMaskedLM(tokenizer, pad_to_multiple_of=8, masking=masking,
+                                                mlm_probability=rate, unlink_hidden=False)
+            features = encoded
+            if fixed:
+                features = [dict(f, labels=evaluation_mask(f["input_ids"], collator.vocabulary, masking, rate,
+                                                           seed)[1]) for f in encoded]
+            torch.manual_seed(seed)
+            batch = collator(features)
+            torch.manual_seed(seed)
+            kept = leaky(features)
+            parsed = SasaDataCollator(tokenizer, pad_to_multiple_of=8)(encoded)["ast_links"]
+        finally:
+            tokenizer.padding_side = "right"
+        hidden = batch["labels"] != -100
+        assert hidden.any() and torch.equal(batch["labels"], kept["labels"])
+        assert _touching(batch["ast_links"], hidden) == 0
+        assert _touching(kept["ast_links"], hidden) > 0
+        untouched = (batch["ast_links"] == kept["ast_links"]) | (batch["ast_links"] == -1)
+        assert untouched.all()
+        assert torch.equal(kept["ast_links"], parsed)
+        real = batch["attention_mask"].bool()
+        assert not (hidden & ~real).any()  # left padding too: only real tokens are hidden
+
+    check()

@@ -92,3 +92,61 @@ def test_bucket_metrics_average_over_tokens_not_batches():
     assert metrics["masked_loss_after_4"] == pytest.approx(4) and metrics["accuracy_after_4"] == 0
     assert metrics["far_masked_loss"] == pytest.approx(4) and metrics["far_tokens"] == 2
     assert np.isnan(bucket_metrics(stats, labels, boundary=10)["masked_loss_after_10"])
+
+
+def _link_case(draw, batch: bool):
+    """Random ``ast_links`` (``-1`` for none; some past the end, which no layout reads) and hidden positions."""
+    from hypothesis import strategies as st
+
+    rows = draw(st.integers(1, 3)) if batch else 1
+    length = draw(st.integers(1, 24))
+    relations = draw(st.integers(1, 3))
+    seed = draw(st.integers(0, 2**31 - 1))
+    generator = torch.Generator().manual_seed(seed)
+    links = torch.randint(-1, length + 2, (rows, length, relations), generator=generator)
+    hidden = torch.rand(rows, length, generator=generator) < draw(st.floats(0.0, 1.0))
+    return (links, hidden) if batch else (links[0], hidden[0])
+
+
+def _unlinked_by_hand(links: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """The rule, one link at a time: a link from a hidden token, or to one, becomes -1."""
+    result = links.clone()
+    for row in range(links.shape[0]):
+        for position in range(links.shape[1]):
+            for slot in range(links.shape[2]):
+                target = int(links[row, position, slot])
+                to_hidden = 0 <= target < links.shape[1] and bool(hidden[row, target])
+                if target >= 0 and (hidden[row, position] or to_hidden):
+                    result[row, position, slot] = -1
+    return result
+
+
+def test_unlink_hidden_drops_every_link_from_or_to_a_hidden_token_and_keeps_the_rest():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from sasa.masking import unlink_hidden
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.data())
+    def check(data):
+        batch = data.draw(st.booleans())
+        links, hidden = data.draw(st.composite(lambda draw: _link_case(draw, batch))())
+        before = links.clone()
+        result = unlink_hidden(links, hidden)
+        assert torch.equal(links, before)  # the input is left as it was
+        assert result.shape == links.shape and result.dtype == links.dtype
+        expected = _unlinked_by_hand(links[None] if not batch else links, hidden[None] if not batch else hidden)
+        assert torch.equal(result, expected[0] if not batch else expected)
+        # [L] links (one relation) follow the same rule
+        single = unlink_hidden(links[..., 0], hidden)
+        assert torch.equal(single, result[..., 0])
+
+    check()
+
+
+def test_unlink_hidden_says_what_shapes_it_needs():
+    from sasa.masking import unlink_hidden
+
+    with pytest.raises(ValueError, match="must cover ast_links"):
+        unlink_hidden(torch.zeros(2, 8, 2, dtype=torch.long), torch.zeros(2, 7, dtype=torch.bool))

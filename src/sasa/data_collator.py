@@ -132,14 +132,21 @@ class SasaDataCollatorForMaskedLM(SasaDataCollator):
     about ``mlm_probability`` of each sequence's non-special tokens, which are corrupted as BERT does (80 %
     ``<mask>``, 10 % a random id, 10 % kept); ``labels`` are the selected tokens' ids, ``-100`` elsewhere.
 
+    Hidden tokens keep no AST links (``unlink_hidden``, on by default; :func:`sasa.masking.unlink_hidden`): every
+    link from or to a selected token (or, for features with ``labels``, a labelled one) is dropped, since the
+    tokenizer parsed the code before it was hidden and the links would lead SASA's AST blocks to the answer.
+
     Args:
         tokenizer, pad_to_multiple_of, label_pad_token_id: As :class:`SasaDataCollator`.
         masking: One of :data:`sasa.masking.MASKINGS`.
         mlm_probability: Share of the tokens (or words) selected.
+        unlink_hidden: Drop the hidden tokens' AST links (default). ``False`` keeps them: the model then reads the
+            parse of what it predicts, and its accuracy is not what it would be on code it has not seen.
     """
 
     masking: str = "tokens"
     mlm_probability: float = 0.15
+    unlink_hidden: bool = True
 
     def __post_init__(self) -> None:
         from .masking import MASKINGS, MaskingVocabulary
@@ -153,20 +160,37 @@ class SasaDataCollatorForMaskedLM(SasaDataCollator):
         self.vocabulary = MaskingVocabulary.from_tokenizer(self.tokenizer)
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        batch = super().__call__(features)
-        return batch if "labels" in batch else self.mask_batch(batch)
+        if features and "labels" in features[0]:  # fixed masks: labels line up with input_ids, padded alike
+            batch = super().__call__([{k: v for k, v in f.items() if k != "labels"} for f in features])
+            left = getattr(self.tokenizer, "padding_side", "right") == "left"
+            width = batch["input_ids"].shape[-1]
+            batch["labels"] = pad_sequences([f["labels"] for f in features], width, self.label_pad_token_id, left)
+            return self.unlink(batch, batch["labels"] != self.label_pad_token_id)
+        return self.mask_batch(super().__call__(features))
+
+    def unlink(self, batch: dict[str, torch.Tensor], hidden: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``batch`` with the AST links of the ``hidden`` positions (``[B, L]`` bool) dropped, when
+        ``unlink_hidden`` is on and the batch has links."""
+        if not self.unlink_hidden or "ast_links" not in batch:
+            return batch
+        from .masking import unlink_hidden
+
+        return {**batch, "ast_links": unlink_hidden(batch["ast_links"], hidden.to(batch["ast_links"].device))}
 
     def mask_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Hide tokens of a padded batch (``input_ids``, ``attention_mask``): ``input_ids`` corrupted, ``labels``
-        added. Draws from torch's global generator when called: a Trainer that calls it in its training step (as
-        ``examples/run_mlm.py`` does) draws the same masks in a resumed run as in the uninterrupted one, where a data
-        loader may collate a batch before Trainer restores the checkpoint's random state."""
+        added, and the selected tokens' AST links dropped (``unlink_hidden``). Draws from torch's global generator
+        when called: a Trainer that calls it in its training step (as ``examples/run_mlm.py`` does) draws the same
+        masks in a resumed run as in the uninterrupted one, where a data loader may collate a batch before Trainer
+        restores the checkpoint's random state."""
         from .masking import corrupt, select_tokens
 
         generator = torch.default_generator
-        lengths = batch["attention_mask"].sum(1).tolist()
-        selected = torch.stack([select_tokens(ids, self.vocabulary, self.masking, self.mlm_probability, generator,
-                                              int(length)) for ids, length in zip(batch["input_ids"].cpu(), lengths)])
+        real = batch["attention_mask"].cpu().bool()
+        selected = torch.zeros_like(real)
+        for row, ids in enumerate(batch["input_ids"].cpu()):  # the real tokens, padded on either side
+            selected[row, real[row]] = select_tokens(ids[real[row]], self.vocabulary, self.masking,
+                                                     self.mlm_probability, generator)
         inputs, labels = corrupt(batch["input_ids"].cpu(), selected, self.vocabulary, generator)
         device = batch["input_ids"].device
-        return {**batch, "input_ids": inputs.to(device), "labels": labels.to(device)}
+        return self.unlink({**batch, "input_ids": inputs.to(device), "labels": labels.to(device)}, selected)

@@ -13,6 +13,10 @@ Two maskings (:data:`MASKINGS`), both hiding about ``rate`` of the non-special t
 Training hides a selected token as BERT does (:func:`corrupt`: 80 % ``<mask>``, 10 % a random id, 10 % kept);
 evaluation masks are fixed per example (:func:`evaluation_mask`) and always ``<mask>``.
 
+A hidden token leaves no trace in the AST links (:func:`unlink_hidden`): the tokenizer parsed the code *before*
+anything was hidden, so a hidden name's links (a use to its declaration) would route SASA's AST blocks to the answer.
+Every place that hides tokens from a SASA layout (the masked-LM collator, the benchmarks) drops them.
+
 A hidden token is *far* (:func:`far_tokens`) when it is an identifier piece whose id occurs elsewhere in the
 sequence, unhidden, and every such occurrence lies outside its window blocks (``|block_i - block_j| <=
 window_radius``) and outside the global blocks: the model can copy it only through attention beyond the window
@@ -116,6 +120,37 @@ def select_tokens(input_ids: torch.Tensor, vocab: MaskingVocabulary, masking: st
     chosen = sample_mask(word_candidates, rate, generator)
     selected[:length] = chosen[words] & candidates
     return selected
+
+
+def unlink_hidden(ast_links: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """The AST links with every link from or to a hidden position dropped (``-1``): the rule that a token hidden from
+    the model leaves no trace in any input.
+
+    The tokenizer computes ``ast_links`` from the whole code; a hidden token's links (a use to its declaration, a call
+    to its definition) are information the model must not have, and SASA's AST blocks would follow them straight to
+    the answer. Where a name is only partly hidden (name completion: the first piece typed, the rest hidden), the
+    caller hides the typed piece's links too (a half-typed name resolves to nothing).
+
+    Args:
+        ast_links: ``[L, R]`` or ``[B, L, R]`` (or ``[L]`` / ``[B, L]``) token indices, ``-1`` for no link; indices
+            count positions of the same sequence (left padding included, as the collator shifts them).
+        hidden: ``[L]`` or ``[B, L]`` bool, the positions hidden from the model (matching ``ast_links``' leading axes).
+
+    Returns:
+        A new tensor of ``ast_links``' shape and dtype; the input is not changed.
+    """
+    squeeze = ast_links.dim() == hidden.dim()
+    links = ast_links[..., None] if squeeze else ast_links
+    if links.dim() != hidden.dim() + 1 or links.shape[:-1] != hidden.shape:
+        raise ValueError(f"hidden {tuple(hidden.shape)} must cover ast_links' positions {tuple(ast_links.shape)}: "
+                         "[L] with [L, R] links, or [B, L] with [B, L, R].")
+    hidden = hidden.to(device=links.device, dtype=torch.bool)
+    length = links.shape[-2]
+    valid = (links >= 0) & (links < length)
+    target_hidden = torch.gather(hidden[..., None].expand_as(links), -2, links.clamp(0, length - 1).long())
+    drop = (valid & target_hidden) | hidden[..., None]
+    result = links.masked_fill(drop & (links >= 0), -1)
+    return result[..., 0] if squeeze else result
 
 
 def corrupt(input_ids: torch.Tensor, selected: torch.Tensor, vocab: MaskingVocabulary, generator: torch.Generator,
