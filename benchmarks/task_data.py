@@ -170,6 +170,33 @@ def misuse_rows(examples: list[code_tasks.MisuseExample], tokenizer, max_length:
     return rows
 
 
+#: What each task reads of the prepared data (training rows, held-out rows), and what a corpus must hold for it.
+NEEDS = {
+    "pretraining": ("pretrain", "pretrain", "training files that cut into pieces of at least half the maximum "
+                                            "length with identifier pieces that recur"),
+    "misuse": ("misuse_train", "misuse_test", "functions with a local variable used twice or more (held-out ones "
+                                              "of at least test_min_tokens tokens)"),
+    "repair": ("misuse_train", "misuse_test", "functions with a local variable used twice or more (held-out ones "
+                                              "of at least test_min_tokens tokens)"),
+    "completion": ("misuse_test", "misuse_test", "held-out functions of at least test_min_tokens tokens with a local "
+                                                 "variable used twice or more"),
+    "search": ("search_train", "search_test", "documented functions (a docstring, or a comment before the function) "
+                                              "of at least search_min_tokens tokens"),
+}
+
+
+def missing_rows(data: TaskData, tasks: list[str] | tuple[str, ...]) -> list[str]:
+    """One message per asked task (pre-training always) that the prepared data has no training or held-out rows for,
+    naming what the corpus lacks; empty when every task can run."""
+    problems = []
+    for task in ("pretraining", *tasks):
+        train, test, what = NEEDS[task]
+        empty = [side for side, attribute in (("training", train), ("held-out", test)) if not getattr(data, attribute)]
+        if empty:
+            problems.append(f"{task}: no {' or '.join(empty)} rows; the corpus needs {what}")
+    return problems
+
+
 def load_tokenizer(data: TaskData):
     """The tokenizer ``data`` was prepared with."""
     from sasa import SasaTokenizer
@@ -294,6 +321,8 @@ def prepare(settings: DataSettings, cache_dir: str, progress=print) -> TaskData:
 
     def search_rows(selected: list[code_tasks.Unit]) -> list[SearchRow]:
         pairs = code_tasks.search_pairs([u for u in selected if length_of[u.name] >= settings.search_min_tokens])
+        if not pairs:  # undocumented code: no code-search rows (a task that needs them says so, missing_rows)
+            return []
         code = tokenizer([p.code for p in pairs], language=[p.language for p in pairs], truncation=True,
                          max_length=settings.max_length)
         queries = tokenizer([p.query for p in pairs], language=None, truncation=True, max_length=64)
@@ -303,7 +332,7 @@ def prepare(settings: DataSettings, cache_dir: str, progress=print) -> TaskData:
 
     pieces = _pieces([(u.code, u.language, u.file) for u in train_sources], tokenizer, settings.max_length)
     encoded = tokenizer([p[0] for p in pieces], language=[p[1] for p in pieces], truncation=True,
-                        max_length=settings.max_length)
+                        max_length=settings.max_length) if pieces else dict(input_ids=[], ast_links=[])
     pretrain, candidates = [], []
     for (_, _, file), ids, links in zip(pieces, encoded["input_ids"], encoded["ast_links"]):
         ids = torch.tensor(ids)

@@ -567,6 +567,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     data = task_data.prepare(plan.data, plan.cache_dir)
     print(f"data: {json.dumps(data.summary)}", flush=True)
+    missing = task_data.missing_rows(data, ["completion"] if args.reach else plan.run.tasks)
+    if missing:
+        raise SystemExit("the corpus cannot give every asked task its data (choose others with --tasks):\n  "
+                         + "\n  ".join(missing))
     if args.reach:
         reach = layout_reach(plan, data, args.layouts)
         print_reach(reach)

@@ -335,3 +335,35 @@ def test_an_encoder_cut_at_512_is_pretrained_on_the_part_it_reads(tokenizer):
     first = code.index("zebra")
     zebra = [t for t, (a, b) in enumerate(encoding["offset_mapping"]) if a < first + 5 and b > first]
     assert zebra and data.pretrain_candidates[0][zebra].all() and not visible[zebra].any()
+
+
+def test_a_corpus_without_documentation_stops_code_search_with_a_clear_error(tmp_path):
+    """JSONL of undocumented code: the data is prepared (no code-search rows), and asking for code search stops with
+    a message naming what the corpus lacks, not an error from inside the tokenizer."""
+    import ast
+    import sysconfig
+
+    import task_quality
+
+    root = sysconfig.get_paths()["stdlib"]
+    records = []
+    for name in sorted(os.listdir(root)):
+        if not name.endswith(".py") or len(records) == 30:
+            continue
+        try:
+            tree = ast.parse(open(os.path.join(root, name), encoding="utf-8").read())
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+        for node in ast.walk(tree):  # no docstrings; ast.unparse drops the comments
+            body = getattr(node, "body", None)
+            if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(
+                    getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str):
+                body[0] = ast.Pass()
+        records.append({"code": ast.unparse(tree), "language": "python", "path": name})
+    corpus = tmp_path / "undocumented.jsonl"
+    corpus.write_text("".join(json.dumps(record) + "\n" for record in records))
+    arguments = ["--quick", "--in-process", "--corpus", str(corpus), "--results", str(tmp_path / "results.jsonl"),
+                 "--cache-dir", str(tmp_path / "cache")]
+    with pytest.raises(SystemExit, match=r"search: no training or held-out rows; the corpus needs documented"):
+        task_quality.main(arguments + ["--tasks", "completion", "search"])
+    assert task_quality.main(arguments + ["--reach"]) == 0  # what the corpus can give still runs
