@@ -10,7 +10,6 @@ import random
 import sys
 import types
 
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
