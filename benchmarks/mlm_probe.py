@@ -629,17 +629,27 @@ def main(argv: list[str] | None = None) -> int:
           f"sequences, lr {args.learning_rate}, mask rate {args.mask_rate}; top-k table: identifier_frequency_table "
           f"of the training files", flush=True)
 
+    # Each run is written to --json as it finishes; a rerun with the same settings keeps the runs already there.
+    settings = {key: value for key, value in vars(args).items() if key not in RUN_ONLY}
+    kept = _kept_runs(args.json, settings)
     runs = []
     for name in args.layouts:
         layout = dict(LAYOUTS[name], block_size=args.block_size)
         for seed in args.seeds:
+            if (name, seed) in kept:
+                runs.append(kept[name, seed])
+                print(f"  {name}, seed {seed}: from {args.json}", flush=True)
+                continue
             result = train_and_evaluate(
                 data.train, data.test, layout, seed, args.steps, data.vocab, batch_size=args.batch_size,
                 learning_rate=args.learning_rate, mask_rate=args.mask_rate, max_length=args.max_length,
                 model_overrides=args.model, frequency_table=table,
                 neighbour_types=not args.no_neighbour_types, mimetic_std=args.mimetic_std, log_every=args.log_every)
-            result["name"] = name
+            result["name"], result["seed"] = name, seed
             runs.append(result)
+            if args.json:
+                _write(args.json, dict(arguments=vars(args), settings=settings, rule=RULE,
+                                       runs=[*runs, *(r for key, r in kept.items() if r not in runs)]))
             print(f"  {name}, seed {seed}: accuracy {result['accuracy']:.3f}, far {result['far_accuracy']:.3f} "
                   f"(identifiers {result['far_name_accuracy']:.3f}; reached {result['far_reach']:.3f}), "
                   f"other {result['near_accuracy']:.3f}, train loss {result['train_loss']:.3f}, "
@@ -649,9 +659,34 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - started
     print(f"total {seconds:.0f} s")
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(dict(arguments=vars(args), runs=runs, summary=rows, seconds=seconds), handle, indent=2)
+        _write(args.json, dict(arguments=vars(args), settings=settings, rule=RULE, runs=runs, summary=rows,
+                               seconds=seconds))
     return 0
+
+
+#: Arguments that do not change a run's result (which runs are asked for, where they go, how often to log).
+RUN_ONLY = ("layouts", "seeds", "json", "log_every")
+#: Written with every result: held-out and training masks leave no AST link (sasa.masking.unlink_hidden). Runs
+#: written without it (before 2026-12) read the hidden tokens' links and are never resumed from.
+RULE = "hidden tokens unlinked"
+
+
+def _kept_runs(path: str | None, settings: dict) -> dict[tuple[str, int], dict]:
+    """The runs of an earlier invocation with the same settings under the same rule, by (layout, seed)."""
+    if not path or not os.path.exists(path):
+        return {}
+    with open(path) as handle:
+        earlier = json.load(handle)
+    if earlier.get("rule") != RULE or earlier.get("settings") != json.loads(json.dumps(settings)):
+        return {}
+    return {(run["name"], run["seed"]): run for run in earlier.get("runs", []) if "seed" in run}
+
+
+def _write(path: str, content: dict) -> None:
+    """Write JSON whole or not at all (a file beside it, then renamed)."""
+    with open(path + ".part", "w") as handle:
+        json.dump(content, handle, indent=2)
+    os.replace(path + ".part", path)
 
 
 if __name__ == "__main__":

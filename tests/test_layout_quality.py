@@ -139,3 +139,25 @@ def test_quick_run_measures_every_layout_and_keeps_the_invariants(tmp_path):
     summary = {row["layout"]: row for row in learned["summary"]}
     assert summary["full attention"]["far_reach"][0] == 1.0
     assert summary["window only"]["far_reach"][0] == 0.0
+
+
+def test_the_learned_probe_writes_each_run_as_it_finishes_and_resumes(tmp_path, capsys):
+    """mlm_probe --json: every run is in the file when it finishes; a rerun with the same settings keeps them, and
+    runs written before the hidden-links rule (no ``rule`` key) are not reused."""
+    import mlm_probe
+
+    path = tmp_path / "probe.json"
+    arguments = ["--quick", "--limit-files", "12", "--json", str(path)]
+    assert mlm_probe.main(arguments + ["--layouts", "window only"]) == 0
+    first = json.loads(path.read_text())
+    assert first["rule"] == mlm_probe.RULE and [(r["name"], r["seed"]) for r in first["runs"]] == [("window only", 0)]
+    capsys.readouterr()
+    assert mlm_probe.main(arguments + ["--layouts", "window only", "AST 2, no top-k"]) == 0
+    assert "window only, seed 0: from" in capsys.readouterr().out
+    second = json.loads(path.read_text())
+    assert second["runs"][0] == first["runs"][0]
+    assert [r["layout"] for r in second["summary"]] == ["window only", "AST 2, no top-k"]
+    del second["rule"]
+    path.write_text(json.dumps(second))
+    assert mlm_probe.main(arguments + ["--layouts", "window only"]) == 0
+    assert "from" not in capsys.readouterr().out
