@@ -55,7 +55,7 @@ QUICK_ENCODERS = ["SASA (default layout)", "SASA window + global", "RoBERTa-512"
 #: Code search (where structure is not needed) runs by default for the encoders its target and its contrast need; the
 #: slow peers' search fine-tuning (BigBird pads the short queries to the full length) would add about an hour.
 SEARCH_ENCODERS = ["SASA (default layout)", "SASA window + global", "RoBERTa-512", "RoBERTa full"]
-TASKS = ("misuse", "repair", "completion", "search")
+TASKS = ("misuse", "repair", "completion", "search", "types")
 
 
 @dataclass
@@ -237,6 +237,15 @@ def run_one(plan: Plan, encoder_name: str, seed: int, done_tasks: set[str], log=
             trained, peak = None, pretrain_peak
             metrics = task_training.evaluate_completion(encoder, head, sites, data.misuse_test, data.pad_id,
                                                         data.mask_id, unlink=unlink)
+        elif task == "types":  # nothing hidden: the AST links are the parser's, and legitimate input
+            import declared_types
+
+            rows = declared_types.prepare(plan.data, plan.cache_dir, task_data.load_tokenizer(data), log)
+            trained = declared_types.finetune_types(encoder, head, rows.train, data.pad_id, plan.run.misuse_steps,
+                                                    seed, plan.run.finetune_batch, plan.run.finetune_learning_rate,
+                                                    log=log)
+            peak = _rss("VmHWM") - resting
+            metrics = declared_types.evaluate_types(encoder, head, rows.test, data.pad_id)
         else:
             trained = task_training.finetune_search(encoder, data, plan.run.search_steps, seed,
                                                     plan.run.finetune_batch, plan.run.finetune_learning_rate, log=log)
@@ -261,8 +270,9 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 MISUSE_COLUMNS = ("joint", "joint_far", "joint_near", "joint_beyond_512", "localization", "repair", "classification")
 REPAIR_COLUMNS = ("repair", "repair_far", "repair_near", "repair_beyond_512", "chance")
 COMPLETION_COLUMNS = ("completion", "completion_far", "completion_near", "completion_beyond_512")
+TYPES_COLUMNS = ("types", "types_far", "types_near", "types_beyond_512", "chance")
 TASK_COLUMNS = (("misuse", MISUSE_COLUMNS), ("repair", REPAIR_COLUMNS), ("completion", COMPLETION_COLUMNS),
-                ("search", ("mrr",)))
+                ("search", ("mrr",)), ("types", TYPES_COLUMNS))
 
 
 def summarize(rows: list[dict], encoders: list[str]) -> list[dict]:
@@ -294,6 +304,8 @@ def print_table(summary: list[dict]) -> None:
     columns = [(f"misuse.{c}", f"misuse {c}") for c in MISUSE_COLUMNS]
     columns += [(f"repair.{c}", f"given location: {c}") for c in REPAIR_COLUMNS]
     columns += [(f"completion.{c}", c.replace("_", " ")) for c in COMPLETION_COLUMNS] + [("search.mrr", "search MRR")]
+    columns += [(f"types.{c}", f"declared type: {c.replace('types_', '').replace('types', 'all')}")
+                for c in TYPES_COLUMNS]
     columns = [(key, label) for key, label in columns if any(key in entry for entry in summary)]
     # Time per step: pre-training (the same for every task), and the first fine-tuned task's; peak memory: of that
     # task's fine-tuning, or of pre-training when the task (completion) is scored right after it.
@@ -334,7 +346,9 @@ def discrimination(summary: list[dict]) -> list[str]:
                                   ("RoBERTa full", "RoBERTa-512", "repair.repair_beyond_512"),
                                   ("RoBERTa full", "SASA window + global", "repair.repair_far"),
                                   ("RoBERTa full", "RoBERTa-512", "completion.completion_beyond_512"),
-                                  ("RoBERTa full", "SASA window + global", "completion.completion_far")):
+                                  ("RoBERTa full", "SASA window + global", "completion.completion_far"),
+                                  ("RoBERTa full", "RoBERTa-512", "types.types_beyond_512"),
+                                  ("RoBERTa full", "SASA window + global", "types.types_far")):
         if better in by_name and worse in by_name and column in by_name[better] and column in by_name[worse]:
             high, low = by_name[better][column], by_name[worse][column]
             task = column.split(".", 1)[0]
@@ -355,18 +369,18 @@ PEERS = ("BigBird", "BigBird (SASA budget)", "Longformer", "Longformer (SASA bud
 
 
 def targets(summary: list[dict], sasa: str = "SASA (default layout)") -> list[str]:
-    """The targets on far evidence (name completion, and variable misuse's joint accuracy where it was run): SASA's
-    default above every peer by more than 2 standard deviations (the larger of the two rows'), closing at least 70 %
-    of the gap between the window alone and full attention, at no more pre-training time per step than any peer;
-    and code search no more than 1 standard deviation below full attention (no loss where structure is not
-    needed)."""
+    """The targets on far evidence (name completion, the declared type, variable misuse's joint accuracy where they
+    were run): SASA's default above every peer by more than 2 standard deviations (the larger of the two rows'),
+    closing at least 80 % of the gap between the window alone and full attention, at no more pre-training time per
+    step than any peer; and code search no more than 1 standard deviation below full attention (no loss where
+    structure is not needed)."""
     by_name = {e["encoder"]: e for e in summary}
     ours = by_name.get(sasa)
     if ours is None:
         return []
     window, full = by_name.get("SASA window + global", {}), by_name.get("RoBERTa full", {})
     lines = []
-    for column in ("completion.completion_far", "misuse.joint_far"):
+    for column in ("completion.completion_far", "types.types_far", "misuse.joint_far"):
         if column not in ours:
             continue
         mean = ours[column][0]
@@ -379,7 +393,7 @@ def targets(summary: list[dict], sasa: str = "SASA (default layout)") -> list[st
         if column in window and column in full and full[column][0] > window[column][0]:
             closed = (mean - window[column][0]) / (full[column][0] - window[column][0])
             lines.append(f"{column}: closes {closed:.0%} of the gap between the window alone and full attention "
-                         f"(target 70 %): {'met' if closed >= 0.7 else 'NOT met'}")
+                         f"(target 80 %): {'met' if closed >= 0.8 else 'NOT met'}")
     ms = ours.get("pretrain.ms_per_step", math.inf)
     slower = [(peer, by_name[peer]["pretrain.ms_per_step"]) for peer in PEERS
               if peer in by_name and ms > by_name[peer].get("pretrain.ms_per_step", math.inf)]
@@ -529,7 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", nargs="+", choices=TASKS,
                         help="default: completion and search. completion: a name's first piece is typed, the rest "
                              "predicted from its other uses; misuse: GREAT's variable misuse (bug and repair "
-                             "pointers); repair: variable misuse with the bug's position given; search: code search")
+                             "pointers); repair: variable misuse with the bug's position given; search: code search; "
+                             "types: the declared type of a local variable at a use (Go, Java, C, C++; nothing "
+                             "hidden, declared_types.py)")
     parser.add_argument("--search-encoders", nargs="+",
                         help=f"the encoders that also run code search (or 'all'); default: {SEARCH_ENCODERS}")
     parser.add_argument("--jobs", type=int, default=2,
@@ -567,7 +583,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     data = task_data.prepare(plan.data, plan.cache_dir)
     print(f"data: {json.dumps(data.summary)}", flush=True)
-    missing = task_data.missing_rows(data, ["completion"] if args.reach else plan.run.tasks)
+    asked = ["completion"] if args.reach else list(plan.run.tasks)
+    missing = task_data.missing_rows(data, [task for task in asked if task != "types"])
+    if "types" in asked:
+        import declared_types
+
+        missing += declared_types.missing_rows(declared_types.prepare(plan.data, plan.cache_dir,
+                                                                      task_data.load_tokenizer(data)))
     if missing:
         raise SystemExit("the corpus cannot give every asked task its data (choose others with --tasks):\n  "
                          + "\n  ".join(missing))
