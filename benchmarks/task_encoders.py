@@ -49,6 +49,14 @@ ENCODERS = {
                                               num_ast_blocks=4),
                                  description="the default's keys per query in blocks of 16: window 3 blocks each "
                                              "side, 2 global, 2 top-k, 4 AST"),
+    "SASA top-k 2 + AST 1": EncoderSpec("sasa", dict(num_topk_blocks=2, num_ast_blocks=1),
+                                        description="the default's 3 extra blocks: 2 top-k, 1 AST"),
+    "SASA block 16, top-k 4 + AST 2": EncoderSpec(
+        "sasa", dict(block_size=16, window_radius=3, num_global_blocks=2, num_topk_blocks=4, num_ast_blocks=2),
+        description="the default's keys per query in blocks of 16: window 3 each side, 2 global, 4 top-k, 2 AST"),
+    "SASA block 16, top-k 6": EncoderSpec(
+        "sasa", dict(block_size=16, window_radius=3, num_global_blocks=2, num_topk_blocks=6, num_ast_blocks=0),
+        description="the default's keys per query in blocks of 16: window 3 each side, 2 global, 6 top-k"),
     "RoBERTa-512": EncoderSpec("roberta", {}, truncate=512, description="full attention, input cut at 512 tokens",
                                cost=0.35),
     "RoBERTa full": EncoderSpec("roberta", {}, description="full attention (SDPA) over the whole input: the ceiling",

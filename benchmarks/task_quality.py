@@ -50,7 +50,8 @@ SIZE = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, interme
 DEFAULT_ENCODERS = ["SASA (default layout)", "SASA window + global", "SASA random 3", "RoBERTa-512", "RoBERTa full",
                     "BigBird", "BigBird (SASA budget)", "Longformer", "Longformer (SASA budget)"]
 #: SASA's own ablations and layout variants, on request (--encoders): about 7 minutes each for 3 seeds.
-ABLATIONS = ["SASA AST only", "SASA top-k only", "SASA AST 3", "SASA AST 2 + top-k 2", "SASA block 16"]
+ABLATIONS = ["SASA AST only", "SASA top-k only", "SASA AST 3", "SASA AST 2 + top-k 2", "SASA block 16",
+             "SASA top-k 2 + AST 1", "SASA block 16, top-k 4 + AST 2", "SASA block 16, top-k 6"]
 QUICK_ENCODERS = ["SASA (default layout)", "SASA window + global", "RoBERTa-512"]
 #: Code search (where structure is not needed) runs by default for the encoders its target and its contrast need; the
 #: slow peers' search fine-tuning (BigBird pads the short queries to the full length) would add about an hour.
