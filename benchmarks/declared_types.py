@@ -254,7 +254,7 @@ def finetune_types(encoder, head, rows: list[TypeRow], pad_id: int, steps: int, 
                    learning_rate: float = 1e-3, log=None) -> dict:
     """Fine-tune ``encoder`` and the pre-trained masked-LM ``head``: cross-entropy of the choices' scores at the use
     (:func:`_type_scores`) against the declared type."""
-    from task_training import train_loop
+    from task_training import fit
 
     rng = random.Random(seed)
     encoder.train()
@@ -266,8 +266,7 @@ def finetune_types(encoder, head, rows: list[TypeRow], pad_id: int, steps: int, 
         return torch.stack([F.cross_entropy(_type_scores(logits[i], row)[None], torch.tensor([row.right]))
                             for i, row in enumerate(chosen)]).mean()
 
-    parameters = list({id(p): p for p in [*encoder.parameters(), *head.parameters()]}.values())
-    return train_loop(parameters, loss_of_step, steps, learning_rate, log)
+    return fit([encoder, head], loss_of_step, steps, learning_rate, log)
 
 
 @torch.no_grad()
