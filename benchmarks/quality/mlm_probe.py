@@ -26,8 +26,8 @@ id is never visible: its type column is its left neighbour's, and the next token
 Data: whole standard-library files cut into pieces of 768..1024 tokens at function/method boundaries (long real code
 whose names recur far apart, and enough of it for ~1000 steps without repeating much), split by file.
 
-    python benchmarks/mlm_probe.py --quick                 # the plumbing: every layout, 1 seed, a few steps
-    python benchmarks/mlm_probe.py --json out.json         # 5 layouts x 3 seeds
+    python benchmarks/quality/mlm_probe.py --quick                 # the plumbing: every layout, 1 seed, a few steps
+    python benchmarks/quality/mlm_probe.py --json out.json         # 5 layouts x 3 seeds
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ far tokens (hidden identifier pieces whose other, visible occurrences all lie ou
 original and the conversion, and resumes each ``run_mlm.py`` run from its last checkpoint; results are written to
 ``--json`` after every stage.
 
-    python benchmarks/continued_pretraining.py --json docs/continued_pretraining.json      # ~35 min, 1 thread
-    python benchmarks/continued_pretraining.py --quick                                      # the plumbing, 1-3 min
+    python benchmarks/quality/continued_pretraining.py --json docs/continued_pretraining.json      # ~35 min, 1 thread
+    python benchmarks/quality/continued_pretraining.py --quick                                      # the plumbing, 1-3 min
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from mlm_probe import stdlib_pieces
 from training_loop import decays_matrices_but_embeddings, train_loop
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUN_MLM = os.path.join(ROOT, "examples", "run_mlm.py")
 #: The stand-in for CodeBERT: RoBERTa's shape, small.
 ORIGINAL = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512,

@@ -19,9 +19,9 @@ default, one thread each on 2 cores), and appends its rows to the results file a
 interrupted run resumes where it stopped (and can span sessions). The full run (9 encoders, 3 seeds) takes about 2.5
 hours on 2 cores; SASA's ablations and layout variants (``--encoders`` ... :data:`ABLATIONS`) about 7 minutes each.
 
-    python benchmarks/task_quality.py --quick                         # minutes: the plumbing, 3 encoders, 1 seed
-    python benchmarks/task_quality.py --results docs/task_quality.jsonl --png docs/task_quality
-    python benchmarks/task_quality.py --corpus '/usr/share/go-1.19/src/**/*.go' --results go.jsonl
+    python benchmarks/quality/task_quality.py --quick                         # minutes: the plumbing, 3 encoders, 1 seed
+    python benchmarks/quality/task_quality.py --results docs/task_quality.jsonl --png docs/task_quality
+    python benchmarks/quality/task_quality.py --corpus '/usr/share/go-1.19/src/**/*.go' --results go.jsonl
 
 The table gives mean ± std over seeds per encoder, the density of its attention, time per pre-training step (and per
 fine-tuning step) and peak memory, then the discrimination check (can the benchmark tell full attention from
@@ -438,6 +438,43 @@ def layout_reach(plan: Plan, data, layouts: dict[str, dict]) -> list[dict]:
     return rows
 
 
+def step_times(plan: Plan, data, rounds: int = 3, steps: int = 40) -> list[dict]:
+    """Time per pre-training step of each encoder of the plan, timed alternately in this process (``rounds`` rounds of
+    ``steps`` steps each, encoder after encoder, one thread): drift of the machine's speed reaches every encoder alike,
+    so the ratios hold where one-off timings on a busy machine do not. Each row: the median over the rounds of each
+    round's median step, and its ratio to the window alone (when it is among the encoders)."""
+    import torch
+
+    import task_encoders
+    import task_training
+
+    torch.set_num_threads(1)
+    encoders = {name: task_encoders.build_encoder(name, data.vocab_size, data.vocab_size, plan.data.max_length, SIZE,
+                                                  data.pad_id, 0, matchable=data.identifier) for name in plan.encoders}
+    medians: dict[str, list[float]] = {name: [] for name in encoders}
+    for _ in range(rounds):
+        for name, encoder in encoders.items():
+            _, numbers = task_training.pretrain(encoder, data, steps, seed=0, batch_size=plan.run.pretrain_batch,
+                                                learning_rate=plan.run.pretrain_learning_rate,
+                                                masking=plan.run.pretrain_masking,
+                                                unlink=plan.run.hidden_links == "unlinked")
+            medians[name].append(1000 * numbers["seconds_per_step"])
+    rows = [dict(encoder=name, ms_per_step=statistics.median(values), rounds=values) for name, values in medians.items()]
+    window = next((row["ms_per_step"] for row in rows if row["encoder"] == "SASA window + global"), None)
+    for row in rows:
+        row["ratio_to_window"] = row["ms_per_step"] / window if window else None
+    return rows
+
+
+def print_step_times(rows: list[dict]) -> None:
+    print("| encoder | ms per pre-training step (median of rounds) | × the window alone | rounds |")
+    print("|---|---|---|---|")
+    for row in rows:
+        ratio = "—" if row["ratio_to_window"] is None else f"{row['ratio_to_window']:.3f}"
+        print(f"| {row['encoder']} | {row['ms_per_step']:.0f} | {ratio} | "
+              f"{' '.join(f'{value:.0f}' for value in row['rounds'])} |")
+
+
 def print_reach(rows: list[dict]) -> None:
     print("| layout | settings | density | far reach | far reach beyond 512 |")
     print("|---|---|---|---|---|")
@@ -559,6 +596,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layouts", type=json.loads, default={},
                         help='with --reach, layouts of your own: \'{"AST 3": {"num_topk_blocks": 0, '
                              '"num_ast_blocks": 3}}\' (SasaConfig settings)')
+    parser.add_argument("--step-time", action="store_true",
+                        help="train nothing to the end: time pre-training steps of each encoder (--encoders), "
+                             "alternately in one process with one thread, and their ratio to the window alone")
     parser.add_argument("--report", action="store_true",
                         help="run nothing: the table, checks, JSON and PNG of the rows already in --results")
     parser.add_argument("--run-one", nargs=2, metavar=("ENCODER", "SEED"), help=argparse.SUPPRESS)
@@ -584,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     data = task_data.prepare(plan.data, plan.cache_dir)
     print(f"data: {json.dumps(data.summary)}", flush=True)
-    asked = ["completion"] if args.reach else list(plan.run.tasks)
+    asked = ["completion"] if args.reach else [] if args.step_time else list(plan.run.tasks)
     missing = task_data.missing_rows(data, [task for task in asked if task != "types"])
     if "types" in asked:
         import declared_types
@@ -600,6 +640,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             with open(args.json, "w", encoding="utf-8") as handle:
                 json.dump(dict(data=data.summary, reach=reach), handle, indent=2)
+        return 0
+    if args.step_time:
+        times = step_times(plan, data, rounds=1 if args.quick else 3, steps=3 if args.quick else 40)
+        print_step_times(times)
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as handle:
+                json.dump(dict(data=data.summary, run=asdict(plan.run), step_times=times), handle, indent=2)
         return 0
     todo = [] if args.report else schedule(plan, done)
     if args.in_process:
