@@ -154,27 +154,19 @@ def type_examples(unit: code_tasks.Unit, rng: random.Random, sites: int = 4, far
 
 def type_rows(examples: list[TypeExample], tokenizer, max_length: int) -> list[TypeRow]:
     """Tokenize (with AST links, nothing hidden); a row needs its use and its declaration inside ``max_length``."""
-    from task_data import _is_far, _token_finder
+    from task_data import _is_far, tokenized
 
     rows = []
-    for begin in range(0, len(examples), 64):
-        chunk = examples[begin : begin + 64]
-        encoding = tokenizer([e.code for e in chunk], language=[e.language for e in chunk], truncation=True,
-                             max_length=max_length, return_offsets_mapping=True)
-        for example, ids, links, offsets in zip(chunk, encoding["input_ids"], encoding["ast_links"],
-                                                encoding["offset_mapping"]):
-            token_at = _token_finder(offsets)
-            site, evidence = token_at(example.site[0]), _tokens(token_at, example.declaration)
-            choices = [_tokens(token_at, span) for span in example.type_spans]
-            if site <= 0 or not evidence or not all(choices):
-                continue
-            type_ids = [torch.tensor(sorted({ids[t] for t in choice}), dtype=torch.long) for choice in choices]
-            if any(torch.equal(type_ids[example.right], other) for i, other in enumerate(type_ids)
-                   if i != example.right):
-                continue  # two choices made of the same pieces cannot be told apart by their scores
-            rows.append(TypeRow(torch.tensor(ids), torch.tensor(links, dtype=torch.int16).reshape(len(ids), -1),
-                                example.file, site, type_ids, example.right, tuple(evidence),
-                                _is_far(site, evidence)))
+    for example, ids, links, token_at in tokenized(examples, tokenizer, max_length):
+        site, evidence = token_at(example.site[0]), _tokens(token_at, example.declaration)
+        choices = [_tokens(token_at, span) for span in example.type_spans]
+        if site <= 0 or not evidence or not all(choices):
+            continue
+        type_ids = [torch.tensor(sorted({ids[t] for t in choice}), dtype=torch.long) for choice in choices]
+        if any(torch.equal(type_ids[example.right], other) for i, other in enumerate(type_ids) if i != example.right):
+            continue  # two choices made of the same pieces cannot be told apart by their scores
+        rows.append(TypeRow(torch.tensor(ids), torch.tensor(links, dtype=torch.int16).reshape(len(ids), -1),
+                            example.file, site, type_ids, example.right, tuple(evidence), _is_far(site, evidence)))
     return rows
 
 
@@ -199,11 +191,9 @@ def prepare(settings, cache_dir: str, tokenizer, progress=print) -> TypeData:
     if os.path.exists(path):
         return torch.load(path, weights_only=False)
     started = time.perf_counter()
-    sources = (code_tasks.read_sources(list(settings.corpus)) if settings.corpus
-               else code_tasks.standard_library_sources())[: settings.limit_sources]
-    train_sources, _ = code_tasks.split_by_file(
-        [code_tasks.Unit(code, language, file, file, ()) for code, language, file in sources], settings.test_every)
-    train_files = {u.file for u in train_sources}
+    from task_data import read_corpus
+
+    sources, train_files = read_corpus(settings)
     units = code_tasks.unique_units([unit for code, language, file in sources if language in TYPE_QUERIES
                                      for unit in code_tasks.function_units(code, language, file)])
     lengths = [len(ids) for ids in tokenizer([u.code for u in units], language=None)["input_ids"]] if units else []
