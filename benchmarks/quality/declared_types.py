@@ -278,3 +278,19 @@ def evaluate_types(encoder, head, rows: list[TypeRow], pad_id: int, batch_size: 
                   examples=len(outcomes))
     result.update(by_bucket(outcomes, dict(types=share)))
     return result
+
+
+@torch.no_grad()
+def type_reach(encoder, rows: list[TypeRow], pad_id: int, batch_size: int = 16) -> dict:
+    """For a SASA encoder, from its layout alone: the share of far questions whose use attends (its layout) to a
+    token of the declaration's type, where the answer is written."""
+    from task_training import pad_batch, share
+
+    far = [row for row in rows if row.far]
+    outcomes = []
+    for begin in range(0, len(far), batch_size):
+        chunk = far[begin : begin + batch_size]
+        batch = pad_batch(chunk, pad_id)
+        attends = encoder.model.layout(batch["input_ids"], batch["attention_mask"], batch["ast_links"]).token_mask()
+        outcomes += [dict(reached=bool(attends[i, row.site, list(row.evidence)].any())) for i, row in enumerate(chunk)]
+    return dict(types_far_reach=share(outcomes, "reached"), types_far_questions=len(outcomes))

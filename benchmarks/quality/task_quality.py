@@ -410,8 +410,9 @@ def targets(summary: list[dict], sasa: str = "SASA (default layout)") -> list[st
 
 def layout_reach(plan: Plan, data, layouts: dict[str, dict]) -> list[dict]:
     """The far reach and density of each SASA layout: the SASA encoders of the plan, and ``layouts`` (name →
-    :class:`~sasa.SasaConfig` layout settings), on the completion sites, from the layouts alone (seconds; no weights
-    involved, no training). A far name whose evidence the layout does not reach is one that training cannot find."""
+    :class:`~sasa.SasaConfig` layout settings), on the completion sites (and, with ``--tasks types``, the declared-type
+    questions), from the layouts alone (seconds; no weights involved, no training). A far name whose evidence the
+    layout does not reach is one that training cannot find."""
     import task_data
     import task_encoders
     import task_training
@@ -426,6 +427,11 @@ def layout_reach(plan: Plan, data, layouts: dict[str, dict]) -> list[dict]:
     specs |= {name: task_encoders.EncoderSpec("sasa", settings) for name, settings in layouts.items()}
     sites = task_data.completion_sites(data.misuse_test, task_data.load_tokenizer(data), seed=plan.data.seed)
     sample = task_training.pad_batch(data.misuse_test[:16], data.pad_id)
+    types = None  # with --tasks types: the reach of the declared-type questions too
+    if "types" in plan.run.tasks:
+        import declared_types
+
+        types = declared_types.prepare(plan.data, plan.cache_dir, task_data.load_tokenizer(data))
     rows = []
     for name, spec in specs.items():
         encoder = task_encoders.build_encoder(name, data.vocab_size, data.vocab_size, plan.data.max_length, SIZE,
@@ -434,6 +440,8 @@ def layout_reach(plan: Plan, data, layouts: dict[str, dict]) -> list[dict]:
                    density=encoder.density(sample["input_ids"], sample["attention_mask"], sample["ast_links"]))
         row.update(task_training.completion_reach(encoder, sites, data.misuse_test, data.pad_id, data.mask_id,
                                                   unlink=plan.run.hidden_links == "unlinked"))
+        if types is not None:
+            row.update(declared_types.type_reach(encoder, types.test, data.pad_id))
         rows.append(row)
     return rows
 
@@ -476,13 +484,16 @@ def print_step_times(rows: list[dict]) -> None:
 
 
 def print_reach(rows: list[dict]) -> None:
-    print("| layout | settings | density | far reach | far reach beyond 512 |")
-    print("|---|---|---|---|---|")
+    types = bool(rows) and "types_far_reach" in rows[0]
+    print("| layout | settings | density | far reach | far reach beyond 512 |" + (" declared type: far reach |"
+                                                                             if types else ""))
+    print("|---|---|---|---|---|" + ("---|" if types else ""))
     for row in rows:
         settings = ", ".join(f"{key}={value}" for key, value in row["settings"].items()) or "defaults"
         print(f"| {row['layout']} | {settings} | {row['density']:.3f} | {row['far_reach']:.3f} | "
-              f"{row['far_reach_beyond_512']:.3f} |")
-    print(f"({rows[0]['far_sites'] if rows else 0} far sites)")
+              f"{row['far_reach_beyond_512']:.3f} |" + (f" {row['types_far_reach']:.3f} |" if types else ""))
+    print(f"({rows[0]['far_sites'] if rows else 0} far sites"
+          + (f", {rows[0]['types_far_questions']} far declared-type questions)" if types else ")"))
 
 
 def plot(rows: list[dict], summary: list[dict], prefix: str) -> None:
@@ -624,7 +635,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     data = task_data.prepare(plan.data, plan.cache_dir)
     print(f"data: {json.dumps(data.summary)}", flush=True)
-    asked = ["completion"] if args.reach else [] if args.step_time else list(plan.run.tasks)
+    asked = ["completion"] + (["types"] if "types" in plan.run.tasks else []) if args.reach else (
+        [] if args.step_time else list(plan.run.tasks))
     missing = task_data.missing_rows(data, [task for task in asked if task != "types"])
     if "types" in asked:
         import declared_types
@@ -639,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
         print_reach(reach)
         if args.json:
             with open(args.json, "w", encoding="utf-8") as handle:
-                json.dump(dict(data=data.summary, reach=reach), handle, indent=2)
+                json.dump(dict(data=data.summary, hidden_links=plan.run.hidden_links, reach=reach), handle, indent=2)
         return 0
     if args.step_time:
         times = step_times(plan, data, rounds=1 if args.quick else 3, steps=3 if args.quick else 40)
