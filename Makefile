@@ -56,4 +56,4 @@ lint: install
 	$(VENV)/bin/python -m ruff check src tests benchmarks
 
 bench: install
-	$(RUN) benchmarks/run.py --quick --json benchmarks/results/quick.json --png benchmarks/results/quick
+	$(RUN) benchmarks/speed/run.py --quick --json benchmarks/results/quick.json --png benchmarks/results/quick

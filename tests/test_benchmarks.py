@@ -9,7 +9,7 @@ import pytest
 
 from sasa.profiling import measure
 
-spec = importlib.util.spec_from_file_location("benchmark_run", Path(__file__).parents[1] / "benchmarks" / "run.py")
+spec = importlib.util.spec_from_file_location("benchmark_run", Path(__file__).parents[1] / "benchmarks" / "speed" / "run.py")
 run = importlib.util.module_from_spec(spec)
 sys.modules["benchmark_run"] = run  # dataclasses look their module up while the class is built
 spec.loader.exec_module(run)
@@ -88,9 +88,9 @@ def test_no_attention_drops_the_attention_rows_only():
 
 @pytest.mark.parametrize("case", [dict(model="sasa"), dict(model="roberta_sdpa"), dict(model="sasa", pairs=True)])
 def test_training_throughput_runs_trainer_steps_and_times_their_parts(case):
-    """The plumbing of benchmarks/training_throughput.py on a short input (the numbers are not asserted)."""
+    """The plumbing of benchmarks/speed/training_throughput.py on a short input (the numbers are not asserted)."""
     spec = importlib.util.spec_from_file_location("training_throughput",
-                                                  Path(__file__).parents[1] / "benchmarks" / "training_throughput.py")
+                                                  Path(__file__).parents[1] / "benchmarks" / "speed" / "training_throughput.py")
     throughput = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(throughput)
     row = throughput.run_case(dict(case, size="small", length=64, batch_size=2, warmup=1, steps=2))
@@ -100,7 +100,7 @@ def test_training_throughput_runs_trainer_steps_and_times_their_parts(case):
 
 
 def test_dataset_cache_size_measures_both_ways_and_reads_them_back(bpe_dir, tmp_path):
-    """The plumbing of benchmarks/dataset_cache_size.py on a few short rows (the sizes themselves: only after <
+    """The plumbing of benchmarks/speed/dataset_cache_size.py on a few short rows (the sizes themselves: only after <
     before)."""
     import datasets
 
@@ -108,7 +108,7 @@ def test_dataset_cache_size_measures_both_ways_and_reads_them_back(bpe_dir, tmp_
     from sasa import SasaTokenizer
 
     spec = importlib.util.spec_from_file_location("dataset_cache_size",
-                                                  Path(__file__).parents[1] / "benchmarks" / "dataset_cache_size.py")
+                                                  Path(__file__).parents[1] / "benchmarks" / "speed" / "dataset_cache_size.py")
     cache_size = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cache_size)
     tokenizer = SasaTokenizer.from_pretrained(bpe_dir, language="python")

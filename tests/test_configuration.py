@@ -39,7 +39,7 @@ def test_position_table_must_leave_room_after_roberta_offset():
 def test_defaults_follow_the_paper_the_layout_benchmark_and_roberta():
     config = SasaConfig()
     assert (config.block_size, config.window_radius, config.num_global_blocks) == (32, 1, 1)
-    # chosen by benchmarks/layout_quality.py: the extra budget of 3 blocks split 2 AST + 1 top-k
+    # chosen by benchmarks/quality/layout_quality.py: the extra budget of 3 blocks split 2 AST + 1 top-k
     assert (config.num_topk_blocks, config.num_ast_blocks, config.num_random_blocks) == (1, 2, 0)
     assert config.ast_reverse_weight == 0.25  # and by mlm_probe.py: a declaration's block also gets its far uses
     assert config.max_sequence_length == 2048

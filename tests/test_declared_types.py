@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "quality"))
 import code_tasks  # noqa: E402
 import declared_types  # noqa: E402
 
@@ -85,12 +85,18 @@ def test_rows_point_at_the_use_and_the_declaration_and_score_each_choice(tokeniz
 
 
 def synthetic_go(index: int, rng: random.Random) -> str:
-    """A long Go function: typed locals declared at the top, used again far below, filler between."""
+    """A long Go function: typed locals declared near the top, used again far below, filler between."""
     types = rng.sample(["int", "int64", "string", "[]byte", "float64", "bool", "uint32", "error"], 4)
     names = [f"value{index}_{k}" for k in range(4)]
     lines = [f"func work{index}(count int) int {{"]
+    words = ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta"]
+
+    def filler(count: int) -> list[str]:
+        return [f'\tfmt.Println("{rng.choice(words)} {rng.choice(words)}", {rng.randrange(1000)})' for _ in range(count)]
+
+    lines += filler(12)  # the declarations outside the global first block
     lines += [f"\tvar {name} {kind}" for name, kind in zip(names, types)]
-    lines += [f"\tcount += {k} * count" for k in range(60)]
+    lines += filler(40)
     lines += [f"\t_ = {name}" for name in names]
     lines += ["\treturn count", "}"]
     return "\n".join(lines) + "\n"
@@ -127,3 +133,29 @@ def test_a_python_corpus_has_no_declared_types_and_says_so(tmp_path):
     with pytest.raises(SystemExit, match="types: no training or held-out rows"):
         task_quality.main(["--quick", "--in-process", "--corpus", str(corpus), "--results",
                            str(tmp_path / "r.jsonl"), "--cache-dir", str(tmp_path / "cache"), "--tasks", "types"])
+
+
+def test_type_reach_is_what_the_layout_lets_the_use_see(tokenizer):
+    """From the layout alone: the window alone never reaches a far declaration (far means outside it), a layout of
+    every block always does, and the AST blocks reach it through the use's link to its declaration."""
+    import task_encoders
+    from sasa.frequency import identifier_vocabulary
+
+    rng = random.Random(0)
+    units = [u for i in range(6) for u in code_tasks.function_units(synthetic_go(i, rng), "go", f"f{i}.go")]
+    rows = declared_types.type_rows([e for u in units for e in declared_types.type_examples(u, rng, sites=8,
+                                                                                              far_share=1.0)],
+                                    tokenizer, max_length=2048)
+    assert sum(row.far for row in rows) >= 4
+    size = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+
+    def reach(**settings) -> float:
+        spec = task_encoders.EncoderSpec("sasa", settings)
+        encoder = task_encoders.build_encoder("layout", len(tokenizer), len(tokenizer), 2048, size,
+                                              tokenizer.pad_token_id, 0, matchable=identifier_vocabulary(tokenizer),
+                                              spec=spec)
+        return declared_types.type_reach(encoder, rows, tokenizer.pad_token_id)["types_far_reach"]
+
+    assert reach(num_topk_blocks=0, num_ast_blocks=0) == 0.0
+    assert reach(window_radius=100, num_topk_blocks=0, num_ast_blocks=0) == 1.0
+    assert reach(num_topk_blocks=0, num_ast_blocks=2) > 0.5

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from conftest import read_snippet
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "quality"))
 import code_tasks  # noqa: E402
 import task_data  # noqa: E402
 import task_training  # noqa: E402

@@ -1,4 +1,4 @@
-"""benchmarks/layout_quality.py: the dependencies it grades layouts by, and its quick run end to end (the numbers it
+"""benchmarks/quality/layout_quality.py: the dependencies it grades layouts by, and its quick run end to end (the numbers it
 prints are measurements, not asserted; the invariants every correct measurement keeps are)."""
 
 import json
@@ -11,7 +11,7 @@ import pytest
 
 from conftest import read_snippet
 
-BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks" / "quality"
 sys.path.insert(0, str(BENCHMARKS))
 
 from far_dependencies import KINDS, dependencies, far_pairs  # noqa: E402

@@ -263,9 +263,9 @@ def test_sasa_convert_prints_the_next_step(converted, capsys):
 
 
 def test_the_benchmark_reads_long_code_in_windows_of_s_and_511_tokens():
-    """benchmarks/continued_pretraining.py's 512-token reference: each window is <s> + 511 tokens, read on its own,
+    """benchmarks/quality/continued_pretraining.py's 512-token reference: each window is <s> + 511 tokens, read on its own,
     and every token's logits come from the window that holds it (<s>'s from the first)."""
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "quality"))
     import continued_pretraining
 
     class PositionEcho(torch.nn.Module):

@@ -13,7 +13,7 @@ import torch
 from conftest import SNIPPETS, read_snippet
 from sasa.ast_languages import EXTENSIONS
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "quality"))
 import code_tasks  # noqa: E402
 import task_data  # noqa: E402
 
@@ -221,6 +221,11 @@ def test_quick_run_writes_every_row_and_resumes(tmp_path, capsys):
     assert reach["SASA window + global"]["far_reach"] <= reach["SASA (default layout)"]["far_reach"]
     with pytest.raises(SystemExit, match="window_radious"):
         task_quality.main(arguments + ["--reach", "--layouts", '{"typo": {"window_radious": 2}}'])
+    # Time per step, alternately in one process: a row per encoder, the window alone at ratio 1.
+    assert task_quality.main(arguments + ["--step-time", "--json", str(tmp_path / "times.json")]) == 0
+    times = {row["encoder"]: row for row in json.load(open(tmp_path / "times.json"))["step_times"]}
+    assert list(times) == task_quality.QUICK_ENCODERS and times["SASA window + global"]["ratio_to_window"] == 1.0
+    assert all(row["ms_per_step"] > 0 and len(row["rounds"]) == 1 for row in times.values())
 
 
 def test_the_schedule_starts_the_slowest_runs_first_and_searches_only_where_asked():

@@ -77,8 +77,8 @@ import numpy as np
 from .ast_languages import FIELD_PREFIX, get_parser, get_query, node_kind_tables, normalize_language
 
 RELATIONS = ("statement", "parent", "sibling", "span", "dataflow", "call", "declaration", "exit")
-#: The tokenizer's default relations (one column each, in this order). Chosen by ``benchmarks/layout_quality.py``
-#: (far data flow, calls and returns reached at the lowest density) and ``benchmarks/tokenizer_throughput.py``:
+#: The tokenizer's default relations (one column each, in this order). Chosen by ``benchmarks/quality/layout_quality.py``
+#: (far data flow, calls and returns reached at the lowest density) and ``benchmarks/speed/tokenizer_throughput.py``:
 #: ``span`` adds closing brackets (rare far pairs in functions) but needs every node of the tree, which puts the
 #: tokenizer above 1.5x plain BPE.
 DEFAULT_RELATIONS = ("declaration", "call", "exit")

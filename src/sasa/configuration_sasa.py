@@ -71,7 +71,7 @@ class SasaConfig(PretrainedConfig):
         num_global_blocks: Leading blocks that attend to and from every block (1 holds ``<s>``).
         num_topk_blocks: Extra key blocks per query block chosen by the top-k score (default 1; see ``topk_source``).
         num_ast_blocks: Extra key blocks per query block chosen by the AST link score (default 2; needs ``ast_links``).
-            The default budgets, relations and reverse weight were chosen by ``benchmarks/layout_quality.py``
+            The default budgets, relations and reverse weight were chosen by ``benchmarks/quality/layout_quality.py``
             (``docs/layout-quality.md``).
         ast_reverse_weight: How much an AST link from a token in block ``j`` to one in block ``i`` counts towards query
             block ``i`` choosing key block ``j`` (links from ``i`` to ``j`` count 1): a declaration's block also gets

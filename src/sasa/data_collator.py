@@ -5,7 +5,7 @@ A feature is a dict of token lists as the tokenizer returns them. Keys are group
 (code search) another; each group is padded to its longest sequence (rounded up to ``pad_to_multiple_of``) as the
 tokenizer's ``pad`` would (its ``pad_token_id`` and ``padding_side``; ``ast_links`` rows with ``-1``), with tensor
 operations (:func:`pad_sequences`: one conversion and one copy per sequence, not token by token as Python lists; 6-8x
-faster than the tokenizer's ``pad`` at 32 x 2048 tokens, ``benchmarks/collator_speed.py``). A group whose
+faster than the tokenizer's ``pad`` at 32 x 2048 tokens, ``benchmarks/speed/collator_speed.py``). A group whose
 ``input_ids`` holds a *list* of token lists per feature (clone detection: the two functions of a pair) is padded as
 one batch of ``2B`` sequences and stacked to ``[B, 2, L]``. ``labels`` are stacked as they are (class ids) or, when
 they are token lists (summaries), right-padded with ``-100``. Other keys are stacked as tensors.

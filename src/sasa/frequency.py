@@ -206,7 +206,7 @@ def compute_frequency_table(
 #: A vocabulary entry that is (part of) an identifier: letters, digits, ``_`` (and ``$``/``@`` sigils), with a letter.
 IDENTIFIER_PIECE = re.compile(r"[$@]{0,2}[A-Za-z_][A-Za-z0-9_]*|[0-9]+[A-Za-z_][A-Za-z0-9_]*")
 #: Default power of the inverse document frequency in :func:`identifier_frequency_table` (chosen by
-#: ``benchmarks/layout_quality.py``).
+#: ``benchmarks/quality/layout_quality.py``).
 IDENTIFIER_IDF_POWER = 1.0
 
 

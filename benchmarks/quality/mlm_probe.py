@@ -26,8 +26,8 @@ id is never visible: its type column is its left neighbour's, and the next token
 Data: whole standard-library files cut into pieces of 768..1024 tokens at function/method boundaries (long real code
 whose names recur far apart, and enough of it for ~1000 steps without repeating much), split by file.
 
-    python benchmarks/mlm_probe.py --quick                 # the plumbing: every layout, 1 seed, a few steps
-    python benchmarks/mlm_probe.py --json out.json         # 5 layouts x 3 seeds
+    python benchmarks/quality/mlm_probe.py --quick                 # the plumbing: every layout, 1 seed, a few steps
+    python benchmarks/quality/mlm_probe.py --json out.json         # 5 layouts x 3 seeds
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from sasa.masking import copy_candidates, far_tokens, sample_mask, unlink_hidden
+from training_loop import decays_matrices_but_embeddings, train_loop
 
 #: The probe model (``SasaConfig`` fields): ~1000 steps of 4 x 1024 tokens in ~2 minutes on 2 CPU cores.
 PROBE_MODEL = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512,
@@ -494,48 +495,32 @@ def train_and_evaluate(
     started = time.perf_counter()
     model = build_model(vocab, layout, max_length, seed, model_overrides, frequency_table, neighbour_types,
                         mimetic_std)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embeddings" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embeddings" not in n)]
-    optimizer = torch.optim.AdamW([dict(params=decay, weight_decay=weight_decay), dict(params=rest, weight_decay=0.0)],
-                                  lr=learning_rate, betas=(0.9, 0.98), eps=1e-6)
-    warmup_steps = max(1, int(warmup * steps))
-
-    def schedule(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, steps - warmup_steps)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     generator = torch.Generator().manual_seed(seed)
     block_size = model.config.block_size
-    losses, order = [], []
-    for step in range(steps):
+    order: list[int] = []
+
+    def loss_of_step(step: int) -> torch.Tensor:
         model.train()
         if len(order) < batch_size:
-            order += torch.randperm(len(train_examples), generator=generator).tolist()
+            order.extend(torch.randperm(len(train_examples), generator=generator).tolist())
         chosen = [train_examples[i] for i in order[:batch_size]]
         del order[:batch_size]
         batch = _batch(chosen, [sample_mask(e.candidates, mask_rate, generator) for e in chosen], vocab, block_size)
-        loss = F.cross_entropy(_masked_logits(model, batch), batch["labels"])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        if log_every and (step + 1) % log_every == 0:
-            print(f"    step {step + 1}/{steps}: loss {statistics.mean(losses[-log_every:]):.3f} "
-                  f"({time.perf_counter() - started:.0f} s)", flush=True)
-        if eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
+        return F.cross_entropy(_masked_logits(model, batch), batch["labels"])
+
+    def evaluate_now(done: int) -> None:
+        if eval_every and done % eval_every == 0 and done < steps:
             partial = evaluate(model, test_examples, vocab)
-            print(f"    step {step + 1}: test accuracy {partial['accuracy']:.3f}, far {partial['far_accuracy']:.3f}",
+            print(f"    step {done}: test accuracy {partial['accuracy']:.3f}, far {partial['far_accuracy']:.3f}",
                   flush=True)
-    trained = time.perf_counter() - started
+
+    trained = train_loop(model.named_parameters(), loss_of_step, steps, learning_rate, weight_decay=weight_decay,
+                         decays=decays_matrices_but_embeddings, warmup=warmup, log_every=log_every, label="    ",
+                         log=lambda line: print(line, flush=True), after_step=evaluate_now)
     result = evaluate(model, test_examples, vocab)
     first = _batch(test_examples[:8], [e.masked[0] for e in test_examples[:8]], vocab, block_size)
     density = model.sasa.layout(first["input_ids"], first["attention_mask"], first["ast_links"]).density()
-    train_loss = statistics.mean(losses[-max(1, steps // 10):]) if losses else math.nan
-    result.update(train_loss=train_loss, density=density, train_seconds=trained,
+    result.update(train_loss=trained["final_loss"], density=density, train_seconds=trained["seconds"],
                   seconds=time.perf_counter() - started, steps=steps, seed=seed, layout=dict(layout))
     return result
 

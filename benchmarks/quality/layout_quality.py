@@ -9,9 +9,9 @@ and the oracle (the best blocks for the data-flow pairs, which no model can know
 *Learned* (:mod:`mlm_probe`): a tiny SASA pre-trained from scratch with masked-LM per layout, 3 seeds; held-out
 masked-token accuracy overall and on far tokens.
 
-    python benchmarks/layout_quality.py                          # reach + learned on the standard library
-    python benchmarks/layout_quality.py --quick                  # minutes: the plumbing on a few functions
-    python benchmarks/layout_quality.py --corpus code.jsonl 'src/**/*.java' --json out.json
+    python benchmarks/quality/layout_quality.py                          # reach + learned on the standard library
+    python benchmarks/quality/layout_quality.py --quick                  # minutes: the plumbing on a few functions
+    python benchmarks/quality/layout_quality.py --corpus code.jsonl 'src/**/*.java' --json out.json
 
 Input: ``--corpus`` JSONL files (fields ``code`` and ``language``) or source files/globs (language from the
 extension); default: long functions (400–2048 tokens) of this interpreter's standard library plus the test snippets
@@ -46,7 +46,7 @@ from sasa.block_layout import (  # noqa: E402
     highest_scoring_blocks,
 )
 
-SNIPPETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "snippets")
+SNIPPETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "data", "snippets")
 STRUCTURAL = ("statement", "parent", "sibling", "span")
 
 

@@ -8,8 +8,8 @@ Features are real code: Python files of this interpreter's standard library, enc
 BPE trained here on the same files), cut to a random length between half and all of the batch's length, as nested
 lists (what ``datasets`` returns). Both outputs are checked equal.
 
-    python benchmarks/collator_speed.py                      # 16 x 1024 and 32 x 2048, JSON to docs/benchmarks/
-    python benchmarks/collator_speed.py --shapes 8x512 --repeats 5 --json out.json
+    python benchmarks/speed/collator_speed.py                      # 16 x 1024 and 32 x 2048, JSON to docs/benchmarks/
+    python benchmarks/speed/collator_speed.py --shapes 8x512 --repeats 5 --json out.json
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import time
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_JSON = os.path.join(HERE, "..", "docs", "benchmarks", "collator-speed.json")
+DEFAULT_JSON = os.path.join(HERE, "..", "..", "docs", "benchmarks", "collator-speed.json")
 
 
 def stdlib_texts(count: int) -> list[str]:

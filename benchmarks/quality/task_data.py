@@ -142,31 +142,36 @@ def _is_far(site: int, repairs: list[int]) -> bool:
     return block >= GLOBAL and all(abs(r // BLOCK - block) > RADIUS and r // BLOCK >= GLOBAL for r in repairs)
 
 
-def misuse_rows(examples: list[code_tasks.MisuseExample], tokenizer, max_length: int) -> list[MisuseRow]:
-    """Tokenize variable-misuse examples; a row needs its site and at least one repair inside ``max_length``."""
-    rows = []
+def tokenized(examples: list, tokenizer, max_length: int):
+    """Each example's ``code`` tokenized in its ``language`` (with AST links, cut at ``max_length``), 64 at a time:
+    yields ``(example, ids, links, token_at)``, ``token_at`` mapping a character offset to its token."""
     for start in range(0, len(examples), 64):
         chunk = examples[start : start + 64]
         encoding = tokenizer([e.code for e in chunk], language=[e.language for e in chunk], truncation=True,
                              max_length=max_length, return_offsets_mapping=True)
         for example, ids, links, offsets in zip(chunk, encoding["input_ids"], encoding["ast_links"],
                                                 encoding["offset_mapping"]):
-            token_at = _token_finder(offsets)
-            site = token_at(example.site[0])
-            site_end = token_at(example.site[1] - 1) + 1
-            repairs = sorted({t for t in map(token_at, (s for s, _ in example.repairs)) if t > 0})
-            candidates = sorted({t for t in map(token_at, (s for s, _ in example.candidates)) if t > 0})
-            if site <= 0 or site_end <= site or not repairs:
-                continue
-            variable_ids = [torch.tensor(sorted({ids[t] for t in map(token_at, (s for s, _ in spans)) if t > 0}),
-                                         dtype=torch.long) for spans in example.variables]
-            if not len(variable_ids[example.right_variable]):
-                continue
-            rows.append(MisuseRow(torch.tensor(ids), torch.tensor(links, dtype=torch.int16).reshape(len(ids), -1),
-                                  example.file, example.buggy, site, site_end, torch.tensor(repairs),
-                                  torch.tensor(candidates),
-                                  min(abs(r - site) for r in repairs), _is_far(site, repairs), variable_ids,
-                                  example.right_variable))
+            yield example, ids, links, _token_finder(offsets)
+
+
+def misuse_rows(examples: list[code_tasks.MisuseExample], tokenizer, max_length: int) -> list[MisuseRow]:
+    """Tokenize variable-misuse examples; a row needs its site and at least one repair inside ``max_length``."""
+    rows = []
+    for example, ids, links, token_at in tokenized(examples, tokenizer, max_length):
+        site = token_at(example.site[0])
+        site_end = token_at(example.site[1] - 1) + 1
+        repairs = sorted({t for t in map(token_at, (s for s, _ in example.repairs)) if t > 0})
+        candidates = sorted({t for t in map(token_at, (s for s, _ in example.candidates)) if t > 0})
+        if site <= 0 or site_end <= site or not repairs:
+            continue
+        variable_ids = [torch.tensor(sorted({ids[t] for t in map(token_at, (s for s, _ in spans)) if t > 0}),
+                                     dtype=torch.long) for spans in example.variables]
+        if not len(variable_ids[example.right_variable]):
+            continue
+        rows.append(MisuseRow(torch.tensor(ids), torch.tensor(links, dtype=torch.int16).reshape(len(ids), -1),
+                              example.file, example.buggy, site, site_end, torch.tensor(repairs),
+                              torch.tensor(candidates), min(abs(r - site) for r in repairs), _is_far(site, repairs),
+                              variable_ids, example.right_variable))
     return rows
 
 
@@ -285,6 +290,16 @@ def _pieces(sources: list[tuple[str, str, str]], tokenizer, max_length: int) -> 
     return pieces
 
 
+def read_corpus(settings: DataSettings) -> tuple[list[tuple[str, str, str]], set[str]]:
+    """The corpus's ``(code, language, file)`` sources (``settings.corpus``, else the standard library; the first
+    ``limit_sources``), and the files of its training side: every task splits by file, the same way."""
+    sources = (code_tasks.read_sources(list(settings.corpus)) if settings.corpus
+               else code_tasks.standard_library_sources())[: settings.limit_sources]
+    train, _ = code_tasks.split_by_file(
+        [code_tasks.Unit(code, language, file, file, ()) for code, language, file in sources], settings.test_every)
+    return sources, {unit.file for unit in train}
+
+
 def prepare(settings: DataSettings, cache_dir: str, progress=print) -> TaskData:
     """The benchmark's data for ``settings``, from ``cache_dir`` when prepared before (see the module docstring)."""
     path = os.path.join(cache_dir, f"data-{settings.key()}.pt")
@@ -294,13 +309,10 @@ def prepare(settings: DataSettings, cache_dir: str, progress=print) -> TaskData:
     from sasa.frequency import identifier_vocabulary
     from sasa.masking import copy_candidates
 
-    sources = (code_tasks.read_sources(list(settings.corpus)) if settings.corpus
-               else code_tasks.standard_library_sources())[: settings.limit_sources]
-    train_sources, test_sources = code_tasks.split_by_file(
-        [code_tasks.Unit(code, language, file, file, ()) for code, language, file in sources], settings.test_every)
-    train_files = {u.file for u in train_sources}
+    sources, train_files = read_corpus(settings)
+    train_sources = [source for source in sources if source[2] in train_files]
     tokenizer_dir = os.path.join(cache_dir, f"tokenizer-{settings.key()}")
-    tokenizer = _train_tokenizer([u.code for u in train_sources], tokenizer_dir, settings.vocab_size)
+    tokenizer = _train_tokenizer([code for code, _, _ in train_sources], tokenizer_dir, settings.vocab_size)
     identifier = identifier_vocabulary(tokenizer)
 
     units = code_tasks.unique_units([unit for code, language, file in sources
@@ -330,7 +342,7 @@ def prepare(settings: DataSettings, cache_dir: str, progress=print) -> TaskData:
                                    p.file), torch.tensor(query))
                 for p, ids, links, query in zip(pairs, code["input_ids"], code["ast_links"], queries["input_ids"])]
 
-    pieces = _pieces([(u.code, u.language, u.file) for u in train_sources], tokenizer, settings.max_length)
+    pieces = _pieces(train_sources, tokenizer, settings.max_length)
     encoded = tokenizer([p[0] for p in pieces], language=[p[1] for p in pieces], truncation=True,
                         max_length=settings.max_length) if pieces else dict(input_ids=[], ast_links=[])
     pretrain, candidates = [], []

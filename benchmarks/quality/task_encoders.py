@@ -176,7 +176,7 @@ MIMETIC_STD = 0.15
 
 @torch.no_grad()
 def mimetic_init(model: nn.Module, seed: int, std: float = MIMETIC_STD) -> None:
-    """The learned probe's initialisation for every encoder alike (``benchmarks/mlm_probe.py``): query = key weights
+    """The learned probe's initialisation for every encoder alike (``benchmarks/quality/mlm_probe.py``): query = key weights
     (mimetic: tokens with the same features attend to each other from the start), identity value and attention-output
     projections (what is attended arrives unchanged). Longformer's global projections get the same."""
     generator = torch.Generator().manual_seed(seed)

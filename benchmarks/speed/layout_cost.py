@@ -11,7 +11,7 @@ table of ``--partners`` partners per id instead of the default input source. Tim
 * ``layout``: ``SasaModel.layout`` (all patterns, the two above included) + the kv indices,
 * ``forward``: the whole model forward (which includes the layout).
 
-    python benchmarks/layout_cost.py --lengths 1024 2048 4096 8192 --json out.json
+    python benchmarks/speed/layout_cost.py --lengths 1024 2048 4096 8192 --json out.json
 """
 
 from __future__ import annotations

@@ -14,9 +14,7 @@ Batches are right-padded to whole blocks; each token's type is its left neighbou
 
 from __future__ import annotations
 
-import math
 import random
-import time
 from collections.abc import Callable
 from functools import partial
 
@@ -25,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from task_data import BLOCK, CompletionSite, MisuseRow, SearchRow, Sequence, TaskData, load_tokenizer
+from training_loop import train_loop
 
 
 def neighbour_types(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -77,49 +76,16 @@ def hidden_batch(sequences: list[Sequence], hidden: list[torch.Tensor], pad_id: 
     return batch, masked, original
 
 
-def _schedule(optimizer, steps: int, warmup: float = 0.05):
-    warmup_steps = max(1, int(warmup * steps))
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, steps - warmup_steps)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _optimizer(parameters, learning_rate: float) -> torch.optim.Optimizer:
-    parameters = list(parameters)
-    decay = [p for p in parameters if p.dim() >= 2]
-    rest = [p for p in parameters if p.dim() < 2]
-    return torch.optim.AdamW([dict(params=decay, weight_decay=0.01), dict(params=rest, weight_decay=0.0)],
-                             lr=learning_rate, betas=(0.9, 0.98), eps=1e-6)
-
-
-def train_loop(parameters: list[nn.Parameter], loss_of_step: Callable[[int], torch.Tensor], steps: int,
-               learning_rate: float, log: Callable[[str], None] | None = None, log_every: int = 100) -> dict:
-    """AdamW with warm-up and cosine decay, gradients clipped at 1; returns the mean loss of the last 10 % of steps,
-    the median seconds per step and the seconds in all."""
-    optimizer = _optimizer(parameters, learning_rate)
-    scheduler = _schedule(optimizer, steps)
-    losses, times = [], []
-    started = time.perf_counter()
-    for step in range(steps):
-        begun = time.perf_counter()
-        loss = loss_of_step(step)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        times.append(time.perf_counter() - begun)
-        if log and (step + 1) % log_every == 0:
-            log(f"    step {step + 1}/{steps}: loss {sum(losses[-log_every:]) / log_every:.3f}")
-    times.sort()
-    return dict(final_loss=sum(losses[-max(1, steps // 10):]) / max(1, len(losses[-max(1, steps // 10):])),
-                seconds_per_step=times[len(times) // 2] if times else float("nan"),
-                seconds=time.perf_counter() - started)
+def fit(modules: list[nn.Module], loss_of_step: Callable[[int], torch.Tensor], steps: int, learning_rate: float,
+        log=None) -> dict:
+    """Train the parameters of ``modules`` (shared ones once) with the benchmarks' loop
+    (:func:`training_loop.train_loop`: AdamW, warm-up and cosine decay, weight decay on matrices); the training
+    numbers without the per-step losses (they would swell every result row)."""
+    named = [(f"{index}.{name}", parameter) for index, module in enumerate(modules)
+             for name, parameter in module.named_parameters()]
+    numbers = train_loop(named, loss_of_step, steps, learning_rate, log=log, label="    ")
+    del numbers["losses"]
+    return numbers
 
 
 # ----------------------------------------------------------------------------------------------------- pre-training
@@ -212,8 +178,7 @@ def pretrain(encoder, data: TaskData, steps: int, seed: int, batch_size: int = 4
         batch, masked, original = hidden_batch(sequences, hidden, data.pad_id, data.mask_id, unlink=unlink)
         return F.cross_entropy(head(encoder(**batch)[masked]), original[masked])
 
-    parameters = list({id(p): p for p in [*encoder.parameters(), *head.parameters()]}.values())
-    return head, train_loop(parameters, loss_of_step, steps, learning_rate, log)
+    return head, fit([encoder, head], loss_of_step, steps, learning_rate, log)
 
 
 # ------------------------------------------------------------------------------------------------------ metrics
@@ -296,8 +261,7 @@ def finetune_misuse(encoder, data: TaskData, steps: int, seed: int, batch_size: 
         batch, candidates, repairs, location = _misuse_batch(rng.sample(data.misuse_train, batch_size), data.pad_id)
         return misuse_loss(heads, encoder(**batch), candidates, repairs, location)
 
-    parameters = [*encoder.parameters(), *heads.parameters()]
-    return heads, train_loop(parameters, loss_of_step, steps, learning_rate, log)
+    return heads, fit([encoder, heads], loss_of_step, steps, learning_rate, log)
 
 
 @torch.no_grad()
@@ -367,8 +331,7 @@ def finetune_repair(encoder, head: MaskedLMHead, data: TaskData, steps: int, see
         batch, sites = _repair_batch(chosen, data.pad_id, data.mask_id, unlink)
         return repair_loss(head, encoder(**batch), sites, chosen)
 
-    parameters = list({id(p): p for p in [*encoder.parameters(), *head.parameters()]}.values())
-    return train_loop(parameters, loss_of_step, steps, learning_rate, log)
+    return fit([encoder, head], loss_of_step, steps, learning_rate, log)
 
 
 @torch.no_grad()
@@ -497,7 +460,7 @@ def finetune_search(encoder, data: TaskData, steps: int, seed: int, batch_size: 
         queries = _embed(encoder, _queries(rows), data.pad_id)
         return F.cross_entropy(queries @ code.T, torch.arange(len(rows)))
 
-    return train_loop(list(encoder.parameters()), loss_of_step, steps, learning_rate, log)
+    return fit([encoder], loss_of_step, steps, learning_rate, log)
 
 
 @torch.no_grad()

@@ -15,8 +15,8 @@ The rows take turns every 10 texts (a shared machine slows all rows alike), ``--
 each row's time is its median pass, in wall-clock seconds and in CPU seconds of this process (steadier where other
 processes compete for the cores).
 
-    python benchmarks/tokenizer_throughput.py --files 300 --json out.json
-    python benchmarks/tokenizer_throughput.py --per-relation --compare statement,parent,sibling,span
+    python benchmarks/speed/tokenizer_throughput.py --files 300 --json out.json
+    python benchmarks/speed/tokenizer_throughput.py --per-relation --compare statement,parent,sibling,span
 """
 
 from __future__ import annotations

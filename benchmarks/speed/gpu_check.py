@@ -18,8 +18,8 @@ Sections, each recorded in the JSON report (default ``docs/benchmarks/gpu-check.
 Exits 1 when a correctness section fails, 2 when no CUDA device is visible (``--allow-cpu`` runs the sections that
 can on the CPU, small, to check this script itself).
 
-    python benchmarks/gpu_check.py                       # the whole check
-    python benchmarks/gpu_check.py --quick               # timings at 2048 and 4096 only
+    python benchmarks/speed/gpu_check.py                       # the whole check
+    python benchmarks/speed/gpu_check.py --quick               # timings at 2048 and 4096 only
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import warnings
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+ROOT = os.path.dirname(os.path.dirname(HERE))
 DEFAULT_JSON = os.path.join(ROOT, "docs", "benchmarks", "gpu-check.json")
 
 

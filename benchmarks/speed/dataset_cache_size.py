@@ -17,8 +17,8 @@ one function per row (defect detection, code search's code side) and a pair of f
 ``ast_links`` column alone. Then every row is read back from both and compared (identical values, as the collator
 turns them into tensors).
 
-    python benchmarks/dataset_cache_size.py                       # 1,000 rows of 1,024 tokens
-    python benchmarks/dataset_cache_size.py --rows 200 --json out.json
+    python benchmarks/speed/dataset_cache_size.py                       # 1,000 rows of 1,024 tokens
+    python benchmarks/speed/dataset_cache_size.py --rows 200 --json out.json
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import tempfile
 
 import datasets
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "examples"))
 import common  # noqa: E402
 from sasa.demo import stdlib_tokenizer  # noqa: E402
 from sasa.stdlib_corpus import documented_functions  # noqa: E402

@@ -154,27 +154,19 @@ def type_examples(unit: code_tasks.Unit, rng: random.Random, sites: int = 4, far
 
 def type_rows(examples: list[TypeExample], tokenizer, max_length: int) -> list[TypeRow]:
     """Tokenize (with AST links, nothing hidden); a row needs its use and its declaration inside ``max_length``."""
-    from task_data import _is_far, _token_finder
+    from task_data import _is_far, tokenized
 
     rows = []
-    for begin in range(0, len(examples), 64):
-        chunk = examples[begin : begin + 64]
-        encoding = tokenizer([e.code for e in chunk], language=[e.language for e in chunk], truncation=True,
-                             max_length=max_length, return_offsets_mapping=True)
-        for example, ids, links, offsets in zip(chunk, encoding["input_ids"], encoding["ast_links"],
-                                                encoding["offset_mapping"]):
-            token_at = _token_finder(offsets)
-            site, evidence = token_at(example.site[0]), _tokens(token_at, example.declaration)
-            choices = [_tokens(token_at, span) for span in example.type_spans]
-            if site <= 0 or not evidence or not all(choices):
-                continue
-            type_ids = [torch.tensor(sorted({ids[t] for t in choice}), dtype=torch.long) for choice in choices]
-            if any(torch.equal(type_ids[example.right], other) for i, other in enumerate(type_ids)
-                   if i != example.right):
-                continue  # two choices made of the same pieces cannot be told apart by their scores
-            rows.append(TypeRow(torch.tensor(ids), torch.tensor(links, dtype=torch.int16).reshape(len(ids), -1),
-                                example.file, site, type_ids, example.right, tuple(evidence),
-                                _is_far(site, evidence)))
+    for example, ids, links, token_at in tokenized(examples, tokenizer, max_length):
+        site, evidence = token_at(example.site[0]), _tokens(token_at, example.declaration)
+        choices = [_tokens(token_at, span) for span in example.type_spans]
+        if site <= 0 or not evidence or not all(choices):
+            continue
+        type_ids = [torch.tensor(sorted({ids[t] for t in choice}), dtype=torch.long) for choice in choices]
+        if any(torch.equal(type_ids[example.right], other) for i, other in enumerate(type_ids) if i != example.right):
+            continue  # two choices made of the same pieces cannot be told apart by their scores
+        rows.append(TypeRow(torch.tensor(ids), torch.tensor(links, dtype=torch.int16).reshape(len(ids), -1),
+                            example.file, site, type_ids, example.right, tuple(evidence), _is_far(site, evidence)))
     return rows
 
 
@@ -199,11 +191,9 @@ def prepare(settings, cache_dir: str, tokenizer, progress=print) -> TypeData:
     if os.path.exists(path):
         return torch.load(path, weights_only=False)
     started = time.perf_counter()
-    sources = (code_tasks.read_sources(list(settings.corpus)) if settings.corpus
-               else code_tasks.standard_library_sources())[: settings.limit_sources]
-    train_sources, _ = code_tasks.split_by_file(
-        [code_tasks.Unit(code, language, file, file, ()) for code, language, file in sources], settings.test_every)
-    train_files = {u.file for u in train_sources}
+    from task_data import read_corpus
+
+    sources, train_files = read_corpus(settings)
     units = code_tasks.unique_units([unit for code, language, file in sources if language in TYPE_QUERIES
                                      for unit in code_tasks.function_units(code, language, file)])
     lengths = [len(ids) for ids in tokenizer([u.code for u in units], language=None)["input_ids"]] if units else []
@@ -254,7 +244,7 @@ def finetune_types(encoder, head, rows: list[TypeRow], pad_id: int, steps: int, 
                    learning_rate: float = 1e-3, log=None) -> dict:
     """Fine-tune ``encoder`` and the pre-trained masked-LM ``head``: cross-entropy of the choices' scores at the use
     (:func:`_type_scores`) against the declared type."""
-    from task_training import train_loop
+    from task_training import fit
 
     rng = random.Random(seed)
     encoder.train()
@@ -266,8 +256,7 @@ def finetune_types(encoder, head, rows: list[TypeRow], pad_id: int, steps: int, 
         return torch.stack([F.cross_entropy(_type_scores(logits[i], row)[None], torch.tensor([row.right]))
                             for i, row in enumerate(chosen)]).mean()
 
-    parameters = list({id(p): p for p in [*encoder.parameters(), *head.parameters()]}.values())
-    return train_loop(parameters, loss_of_step, steps, learning_rate, log)
+    return fit([encoder, head], loss_of_step, steps, learning_rate, log)
 
 
 @torch.no_grad()
@@ -289,3 +278,19 @@ def evaluate_types(encoder, head, rows: list[TypeRow], pad_id: int, batch_size: 
                   examples=len(outcomes))
     result.update(by_bucket(outcomes, dict(types=share)))
     return result
+
+
+@torch.no_grad()
+def type_reach(encoder, rows: list[TypeRow], pad_id: int, batch_size: int = 16) -> dict:
+    """For a SASA encoder, from its layout alone: the share of far questions whose use attends (its layout) to a
+    token of the declaration's type, where the answer is written."""
+    from task_training import pad_batch, share
+
+    far = [row for row in rows if row.far]
+    outcomes = []
+    for begin in range(0, len(far), batch_size):
+        chunk = far[begin : begin + batch_size]
+        batch = pad_batch(chunk, pad_id)
+        attends = encoder.model.layout(batch["input_ids"], batch["attention_mask"], batch["ast_links"]).token_mask()
+        outcomes += [dict(reached=bool(attends[i, row.site, list(row.evidence)].any())) for i, row in enumerate(chunk)]
+    return dict(types_far_reach=share(outcomes, "reached"), types_far_questions=len(outcomes))

@@ -9,9 +9,9 @@ spent; ``sasa_compiled`` is the same model under ``torch.compile`` (its first ru
 compilation). Peers: RoBERTa (``sdpa``: PyTorch's flash-style CPU kernel; ``eager``), BigBird
 (``block_sparse``, block 64, 3 random blocks) and Longformer (window 512, ``<s>`` global).
 
-    python benchmarks/run.py --quick                       # a few minutes: small model, 1024 and 4096 tokens
-    python benchmarks/run.py                               # 512 ... 16384 tokens, small and base (base <= 4096)
-    python benchmarks/run.py --json out.json --png out     # also write rows + targets, and out-time.png/out-memory.png
+    python benchmarks/speed/run.py --quick                       # a few minutes: small model, 1024 and 4096 tokens
+    python benchmarks/speed/run.py                               # 512 ... 16384 tokens, small and base (base <= 4096)
+    python benchmarks/speed/run.py --json out.json --png out     # also write rows + targets, and out-time.png/out-memory.png
 
 The table gives each row's median time, first-run time, peak memory and, for SASA rows, the time ratio to each peer
 at the same length, mode and size. The attention-only section times the attention function alone (12 heads, head

@@ -8,8 +8,8 @@ compare without attention dropout, under which PyTorch's CPU SDPA keeps its fuse
 ``--steps`` steps are timed; the collator's time and the layout building's time (inside the model's forward) are
 timed apart, so the table says what share of a step is spent outside the encoder's layers.
 
-    python benchmarks/training_throughput.py                        # small size, 1024 and 2048 tokens
-    python benchmarks/training_throughput.py --size base --lengths 1024 --batch-size 2 --json out.json
+    python benchmarks/speed/training_throughput.py                        # small size, 1024 and 2048 tokens
+    python benchmarks/speed/training_throughput.py --size base --lengths 1024 --batch-size 2 --json out.json
 
 Targets (issue 11): SASA's training tokens/s at least 1.5x RoBERTa-SDPA's at 2048 tokens and 1.1x at 1024.
 """

@@ -19,9 +19,9 @@ default, one thread each on 2 cores), and appends its rows to the results file a
 interrupted run resumes where it stopped (and can span sessions). The full run (9 encoders, 3 seeds) takes about 2.5
 hours on 2 cores; SASA's ablations and layout variants (``--encoders`` ... :data:`ABLATIONS`) about 7 minutes each.
 
-    python benchmarks/task_quality.py --quick                         # minutes: the plumbing, 3 encoders, 1 seed
-    python benchmarks/task_quality.py --results docs/task_quality.jsonl --png docs/task_quality
-    python benchmarks/task_quality.py --corpus '/usr/share/go-1.19/src/**/*.go' --results go.jsonl
+    python benchmarks/quality/task_quality.py --quick                         # minutes: the plumbing, 3 encoders, 1 seed
+    python benchmarks/quality/task_quality.py --results docs/task_quality.jsonl --png docs/task_quality
+    python benchmarks/quality/task_quality.py --corpus '/usr/share/go-1.19/src/**/*.go' --results go.jsonl
 
 The table gives mean ± std over seeds per encoder, the density of its attention, time per pre-training step (and per
 fine-tuning step) and peak memory, then the discrimination check (can the benchmark tell full attention from
@@ -410,8 +410,9 @@ def targets(summary: list[dict], sasa: str = "SASA (default layout)") -> list[st
 
 def layout_reach(plan: Plan, data, layouts: dict[str, dict]) -> list[dict]:
     """The far reach and density of each SASA layout: the SASA encoders of the plan, and ``layouts`` (name →
-    :class:`~sasa.SasaConfig` layout settings), on the completion sites, from the layouts alone (seconds; no weights
-    involved, no training). A far name whose evidence the layout does not reach is one that training cannot find."""
+    :class:`~sasa.SasaConfig` layout settings), on the completion sites (and, with ``--tasks types``, the declared-type
+    questions), from the layouts alone (seconds; no weights involved, no training). A far name whose evidence the
+    layout does not reach is one that training cannot find."""
     import task_data
     import task_encoders
     import task_training
@@ -426,6 +427,11 @@ def layout_reach(plan: Plan, data, layouts: dict[str, dict]) -> list[dict]:
     specs |= {name: task_encoders.EncoderSpec("sasa", settings) for name, settings in layouts.items()}
     sites = task_data.completion_sites(data.misuse_test, task_data.load_tokenizer(data), seed=plan.data.seed)
     sample = task_training.pad_batch(data.misuse_test[:16], data.pad_id)
+    types = None  # with --tasks types: the reach of the declared-type questions too
+    if "types" in plan.run.tasks:
+        import declared_types
+
+        types = declared_types.prepare(plan.data, plan.cache_dir, task_data.load_tokenizer(data))
     rows = []
     for name, spec in specs.items():
         encoder = task_encoders.build_encoder(name, data.vocab_size, data.vocab_size, plan.data.max_length, SIZE,
@@ -434,18 +440,60 @@ def layout_reach(plan: Plan, data, layouts: dict[str, dict]) -> list[dict]:
                    density=encoder.density(sample["input_ids"], sample["attention_mask"], sample["ast_links"]))
         row.update(task_training.completion_reach(encoder, sites, data.misuse_test, data.pad_id, data.mask_id,
                                                   unlink=plan.run.hidden_links == "unlinked"))
+        if types is not None:
+            row.update(declared_types.type_reach(encoder, types.test, data.pad_id))
         rows.append(row)
     return rows
 
 
+def step_times(plan: Plan, data, rounds: int = 3, steps: int = 40) -> list[dict]:
+    """Time per pre-training step of each encoder of the plan, timed alternately in this process (``rounds`` rounds of
+    ``steps`` steps each, encoder after encoder, one thread): drift of the machine's speed reaches every encoder alike,
+    so the ratios hold where one-off timings on a busy machine do not. Each row: the median over the rounds of each
+    round's median step, and its ratio to the window alone (when it is among the encoders)."""
+    import torch
+
+    import task_encoders
+    import task_training
+
+    torch.set_num_threads(1)
+    encoders = {name: task_encoders.build_encoder(name, data.vocab_size, data.vocab_size, plan.data.max_length, SIZE,
+                                                  data.pad_id, 0, matchable=data.identifier) for name in plan.encoders}
+    medians: dict[str, list[float]] = {name: [] for name in encoders}
+    for _ in range(rounds):
+        for name, encoder in encoders.items():
+            _, numbers = task_training.pretrain(encoder, data, steps, seed=0, batch_size=plan.run.pretrain_batch,
+                                                learning_rate=plan.run.pretrain_learning_rate,
+                                                masking=plan.run.pretrain_masking,
+                                                unlink=plan.run.hidden_links == "unlinked")
+            medians[name].append(1000 * numbers["seconds_per_step"])
+    rows = [dict(encoder=name, ms_per_step=statistics.median(values), rounds=values) for name, values in medians.items()]
+    window = next((row["ms_per_step"] for row in rows if row["encoder"] == "SASA window + global"), None)
+    for row in rows:
+        row["ratio_to_window"] = row["ms_per_step"] / window if window else None
+    return rows
+
+
+def print_step_times(rows: list[dict]) -> None:
+    print("| encoder | ms per pre-training step (median of rounds) | × the window alone | rounds |")
+    print("|---|---|---|---|")
+    for row in rows:
+        ratio = "—" if row["ratio_to_window"] is None else f"{row['ratio_to_window']:.3f}"
+        print(f"| {row['encoder']} | {row['ms_per_step']:.0f} | {ratio} | "
+              f"{' '.join(f'{value:.0f}' for value in row['rounds'])} |")
+
+
 def print_reach(rows: list[dict]) -> None:
-    print("| layout | settings | density | far reach | far reach beyond 512 |")
-    print("|---|---|---|---|---|")
+    types = bool(rows) and "types_far_reach" in rows[0]
+    print("| layout | settings | density | far reach | far reach beyond 512 |" + (" declared type: far reach |"
+                                                                             if types else ""))
+    print("|---|---|---|---|---|" + ("---|" if types else ""))
     for row in rows:
         settings = ", ".join(f"{key}={value}" for key, value in row["settings"].items()) or "defaults"
         print(f"| {row['layout']} | {settings} | {row['density']:.3f} | {row['far_reach']:.3f} | "
-              f"{row['far_reach_beyond_512']:.3f} |")
-    print(f"({rows[0]['far_sites'] if rows else 0} far sites)")
+              f"{row['far_reach_beyond_512']:.3f} |" + (f" {row['types_far_reach']:.3f} |" if types else ""))
+    print(f"({rows[0]['far_sites'] if rows else 0} far sites"
+          + (f", {rows[0]['types_far_questions']} far declared-type questions)" if types else ")"))
 
 
 def plot(rows: list[dict], summary: list[dict], prefix: str) -> None:
@@ -559,6 +607,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layouts", type=json.loads, default={},
                         help='with --reach, layouts of your own: \'{"AST 3": {"num_topk_blocks": 0, '
                              '"num_ast_blocks": 3}}\' (SasaConfig settings)')
+    parser.add_argument("--step-time", action="store_true",
+                        help="train nothing to the end: time pre-training steps of each encoder (--encoders), "
+                             "alternately in one process with one thread, and their ratio to the window alone")
     parser.add_argument("--report", action="store_true",
                         help="run nothing: the table, checks, JSON and PNG of the rows already in --results")
     parser.add_argument("--run-one", nargs=2, metavar=("ENCODER", "SEED"), help=argparse.SUPPRESS)
@@ -584,7 +635,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     data = task_data.prepare(plan.data, plan.cache_dir)
     print(f"data: {json.dumps(data.summary)}", flush=True)
-    asked = ["completion"] if args.reach else list(plan.run.tasks)
+    asked = ["completion"] + (["types"] if "types" in plan.run.tasks else []) if args.reach else (
+        [] if args.step_time else list(plan.run.tasks))
     missing = task_data.missing_rows(data, [task for task in asked if task != "types"])
     if "types" in asked:
         import declared_types
@@ -599,7 +651,14 @@ def main(argv: list[str] | None = None) -> int:
         print_reach(reach)
         if args.json:
             with open(args.json, "w", encoding="utf-8") as handle:
-                json.dump(dict(data=data.summary, reach=reach), handle, indent=2)
+                json.dump(dict(data=data.summary, hidden_links=plan.run.hidden_links, reach=reach), handle, indent=2)
+        return 0
+    if args.step_time:
+        times = step_times(plan, data, rounds=1 if args.quick else 3, steps=3 if args.quick else 40)
+        print_step_times(times)
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as handle:
+                json.dump(dict(data=data.summary, run=asdict(plan.run), step_times=times), handle, indent=2)
         return 0
     todo = [] if args.report else schedule(plan, done)
     if args.in_process:

@@ -23,8 +23,8 @@ far tokens (hidden identifier pieces whose other, visible occurrences all lie ou
 original and the conversion, and resumes each ``run_mlm.py`` run from its last checkpoint; results are written to
 ``--json`` after every stage.
 
-    python benchmarks/continued_pretraining.py --json docs/continued_pretraining.json      # ~35 min, 1 thread
-    python benchmarks/continued_pretraining.py --quick                                      # the plumbing, 1-3 min
+    python benchmarks/quality/continued_pretraining.py --json docs/continued_pretraining.json      # ~35 min, 1 thread
+    python benchmarks/quality/continued_pretraining.py --quick                                      # the plumbing, 1-3 min
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ import torch
 import torch.nn.functional as F
 
 from mlm_probe import stdlib_pieces
+from training_loop import decays_matrices_but_embeddings, train_loop
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUN_MLM = os.path.join(ROOT, "examples", "run_mlm.py")
 #: The stand-in for CodeBERT: RoBERTa's shape, small.
 ORIGINAL = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512,
@@ -172,42 +173,27 @@ def pretrain_original(work: str, data: dict, steps: int, batch_size: int, learni
     features = [dict(input_ids=ids) for ids in tokenizer(texts, language=None, truncation=True,
                                                           max_length=BOUNDARY)["input_ids"]]
     collator = SasaDataCollatorForMaskedLM(tokenizer, pad_to_multiple_of=8)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embeddings" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embeddings" not in n)]
-    optimizer = torch.optim.AdamW([dict(params=decay, weight_decay=0.01), dict(params=rest, weight_decay=0.0)],
-                                  lr=learning_rate, betas=(0.9, 0.98), eps=1e-6)
-    warmup = max(1, steps // 20)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup))))
     generator = torch.Generator().manual_seed(seed)
     order: list[int] = []
-    losses = []
-    started = time.perf_counter()
     model.train()
-    for step in range(steps):
+
+    def loss_of_step(step: int) -> torch.Tensor:
         if len(order) < batch_size:
-            order += torch.randperm(len(features), generator=generator).tolist()
+            order.extend(torch.randperm(len(features), generator=generator).tolist())
         batch = collator([features[i] for i in order[:batch_size]])
         del order[:batch_size]
         hidden = model.roberta(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         scored = batch["labels"] != -100  # the head on the hidden tokens only: the same loss, a third of the time
-        loss = F.cross_entropy(model.lm_head(hidden[scored]), batch["labels"][scored])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        if (step + 1) % max(1, steps // 10) == 0:
-            recent = losses[-max(1, steps // 10):]
-            log(f"  original, step {step + 1}/{steps}: loss {sum(recent) / len(recent):.3f} "
-                f"({time.perf_counter() - started:.0f} s)")
+        return F.cross_entropy(model.lm_head(hidden[scored]), batch["labels"][scored])
+
+    trained = train_loop(model.named_parameters(), loss_of_step, steps, learning_rate,
+                         decays=decays_matrices_but_embeddings, schedule="linear", log=log,
+                         log_every=max(1, steps // 10), label="  original, ")
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     with open(os.path.join(directory, "pretraining.json"), "w") as handle:
         json.dump(dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, position_init=position_init,
-                       mimetic_std=mimetic_std, losses=losses,
-                       seconds=time.perf_counter() - started), handle)
+                       mimetic_std=mimetic_std, losses=trained["losses"], seconds=trained["seconds"]), handle)
     return directory
 
 

@@ -15,8 +15,8 @@ Data: real functions of this Python's standard library (:func:`sasa.stdlib_corpu
 defect detection (``func``, ``target``), clone detection (``func1``, ``func2``, ``label``) and code search /
 summarization (``code``, ``docstring_tokens``, ``language``).
 
-    python benchmarks/validation_cost.py                    # 100,000 rows per task, about 2 minutes
-    python benchmarks/validation_cost.py --rows 20000 --json out.json
+    python benchmarks/speed/validation_cost.py                    # 100,000 rows per task, about 2 minutes
+    python benchmarks/speed/validation_cost.py --rows 20000 --json out.json
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import time
 
 import datasets
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "examples"))
 import validation  # noqa: E402
 from sasa.demo import stdlib_tokenizer  # noqa: E402
 from sasa.stdlib_corpus import documented_functions  # noqa: E402
