@@ -372,3 +372,16 @@ def test_a_corpus_without_documentation_stops_code_search_with_a_clear_error(tmp
     with pytest.raises(SystemExit, match=r"search: no training or held-out rows; the corpus needs documented"):
         task_quality.main(arguments + ["--tasks", "completion", "search"])
     assert task_quality.main(arguments + ["--reach"]) == 0  # what the corpus can give still runs
+
+
+def test_prepared_data_finds_its_tokenizer_from_any_working_directory(tmp_path, monkeypatch):
+    """A cache made with a relative --cache-dir is read by runs started elsewhere (the tokenizer lies beside it)."""
+    settings = task_data.DataSettings(vocab_size=1000, max_length=768, min_unit_tokens=200, test_min_tokens=300,
+                                      train_sites=2, test_sites=2, limit_sources=30)
+    (tmp_path / "here").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    made = task_data.prepare(settings, "cache", progress=lambda line: None)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    loaded = task_data.prepare(settings, str(tmp_path / "here" / "cache"))
+    assert len(task_data.load_tokenizer(loaded)) == made.vocab_size

@@ -303,15 +303,17 @@ def read_corpus(settings: DataSettings) -> tuple[list[tuple[str, str, str]], set
 def prepare(settings: DataSettings, cache_dir: str, progress=print) -> TaskData:
     """The benchmark's data for ``settings``, from ``cache_dir`` when prepared before (see the module docstring)."""
     path = os.path.join(cache_dir, f"data-{settings.key()}.pt")
+    tokenizer_dir = os.path.join(os.path.abspath(cache_dir), f"tokenizer-{settings.key()}")
     if os.path.exists(path):
-        return torch.load(path, weights_only=False)
+        data = torch.load(path, weights_only=False)
+        data.tokenizer_dir = tokenizer_dir  # beside the data, wherever the run starts from (a cache may hold it relative)
+        return data
     started = time.perf_counter()
     from sasa.frequency import identifier_vocabulary
     from sasa.masking import copy_candidates
 
     sources, train_files = read_corpus(settings)
     train_sources = [source for source in sources if source[2] in train_files]
-    tokenizer_dir = os.path.join(cache_dir, f"tokenizer-{settings.key()}")
     tokenizer = _train_tokenizer([code for code, _, _ in train_sources], tokenizer_dir, settings.vocab_size)
     identifier = identifier_vocabulary(tokenizer)
 
