@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import sys
-import time
 
 import datasets
 import numpy as np
@@ -345,11 +344,9 @@ def test_a_bad_file_stops_the_script_before_its_model_with_the_row_and_column(ta
     output_dir = tmp_path / "out"
     # every case but the first of each task with two processes for datasets.map: the same messages
     workers = ["--preprocessing_num_workers", "2"] if case != cases(task)[0] else []
-    start = time.perf_counter()
     with pytest.raises(ValueError, match=message) as raised:
         SCRIPTS[task].main(["--model_name_or_path", checkpoint, "--train_file", path, "--output_dir", str(output_dir),
                             "--do_train", "--max_source_length", "64", "--report_to", "none", "--use_cpu", *workers])
-    assert time.perf_counter() - start < 30
     assert str(path) in str(raised.value)  # the file is named
     assert not output_dir.exists() or not [name for name in os.listdir(output_dir) if name.startswith("checkpoint")]
 
@@ -433,12 +430,19 @@ def test_an_unwritable_output_dir_is_refused(tmp_path, monkeypatch):
     common.check_output_dir(str(tmp_path / "new" / "deeper"))  # made later, by Trainer
 
 
-def test_validation_is_cheap_next_to_reading():
-    """The rules run on Arrow columns: 100,000 generated rows are checked well within a second."""
+def test_validation_checks_every_row_of_a_large_split():
+    """The rules run on Arrow columns over every row: 100,000 generated rows pass, and one bad row deep inside them
+    is found and named. (What the pass costs is measured by ``benchmarks/speed/validation_cost.py``, not here: a
+    timed test fails at random on a busy machine.)"""
     count = 100_000
-    table = pa.table({"func": pa.array([f"int f{i}(void) {{ return {i}; }}" for i in range(count)]),
-                      "target": pa.array(np.arange(count) % 2 == 0)})
-    dataset = datasets.Dataset(table)
-    start = time.perf_counter()
-    validation.check_split(dataset, validation.TASK_COLUMNS["defect"], validation.Source("train", name="generated"))
-    assert time.perf_counter() - start < 2.0
+    code = [f"int f{i}(void) {{ return {i}; }}" for i in range(count)]
+    targets = np.arange(count) % 2 == 0
+    dataset = datasets.Dataset(pa.table({"func": pa.array(code), "target": pa.array(targets)}))
+    _, report = validation.check_split(dataset, validation.TASK_COLUMNS["defect"],
+                                       validation.Source("train", name="generated"))
+    assert report == f"{count} rows checked (func, target): all good"
+    code[73_456] = "   "
+    broken = datasets.Dataset(pa.table({"func": pa.array(code), "target": pa.array(targets)}))
+    with pytest.raises(ValueError, match=r"split 'train' of generated: 1 of 100000 rows hold bad data "
+                                         r"\(by column: 'func' 1\)(.|\n)*row 73456"):
+        validation.check_split(broken, validation.TASK_COLUMNS["defect"], validation.Source("train", name="generated"))
