@@ -49,6 +49,16 @@ def run_fresh_process(script: str, *arguments: str, cwd=None, timeout: int = 300
     return result
 
 
+def links_touching(links: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """``[B, L, R]`` bool: the AST links of a padded batch (``[B, L, R]``) that start or end at a ``hidden`` position
+    (``[B, L]`` bool); what the rule that a hidden token keeps no link forbids."""
+    length = links.shape[1]
+    links = links.long()
+    valid = (links >= 0) & (links < length)
+    target = torch.gather(hidden[..., None].expand_as(links), 1, links.clamp(0, length - 1))
+    return (hidden[..., None] & (links >= 0)) | (valid & target)
+
+
 def padded_batch(lengths: list[int], vocab_size: int = 120, pad_token_id: int = 1, seed: int = 0):
     """Right-padded random ids ``[B, max(lengths)]`` and their attention mask (ids avoid the special tokens)."""
     generator = torch.Generator().manual_seed(seed)

@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import read_snippet
+from conftest import links_touching, read_snippet
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "quality"))
 import code_tasks  # noqa: E402
@@ -22,15 +22,6 @@ import task_data  # noqa: E402
 import task_training  # noqa: E402
 
 SNIPPETS = (("example.py", "python"), ("example.c", "c"), ("Example.java", "java"), ("example.go", "go"))
-
-
-def touching(links: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-    """``[B, L, R]`` bool: the links of a padded batch that start or end at a ``hidden`` position (``[B, L]``)."""
-    length = links.shape[1]
-    links = links.long()
-    valid = (links >= 0) & (links < length)
-    target = torch.gather(hidden[..., None].expand_as(links), 1, links.clamp(0, length - 1))
-    return (hidden[..., None] & (links >= 0)) | (valid & target)
 
 
 def parsed_sequences(tokenizer) -> list[task_data.Sequence]:
@@ -68,8 +59,8 @@ def test_a_hidden_batch_keeps_no_link_of_a_hidden_or_unlinked_token(tokenizer):
                 cut[row, : len(unlinked[row])] |= unlinked[row]
         assert (batch["input_ids"][masked] == tokenizer.mask_token_id).all()
         assert torch.equal(original, parsed["input_ids"])
-        assert not touching(batch["ast_links"], cut).any()
-        assert torch.equal(batch["ast_links"], parsed["ast_links"].masked_fill(touching(parsed["ast_links"], cut), -1))
+        assert not links_touching(batch["ast_links"], cut).any()
+        assert torch.equal(batch["ast_links"], parsed["ast_links"].masked_fill(links_touching(parsed["ast_links"], cut), -1))
         assert torch.equal(leaky["ast_links"], parsed["ast_links"])
 
     check()
@@ -106,7 +97,7 @@ def test_pretraining_batches_keep_no_link_of_a_hidden_token(tokenizer):
         for input_ids, links in seen:
             hidden = input_ids == tokenizer.mask_token_id
             assert hidden.any() and (links >= 0).any()
-            assert not touching(links, hidden).any()
+            assert not links_touching(links, hidden).any()
 
 
 def misuse_and_completion_rows(tokenizer):
@@ -132,14 +123,14 @@ def test_completion_and_repair_batches_unlink_the_whole_name(tokenizer):
     for row, site in enumerate(sites):
         name[row, site.start : site.end] = True
         assert batch["input_ids"][row, site.start] == rows[site.unit].input_ids[site.start]  # typed, visible
-    assert touching(parsed["ast_links"], name).any(), "the sites' names have no links to drop: nothing is tested"
-    assert not touching(batch["ast_links"], name).any()
-    assert torch.equal(batch["ast_links"], parsed["ast_links"].masked_fill(touching(parsed["ast_links"], name), -1))
+    assert links_touching(parsed["ast_links"], name).any(), "the sites' names have no links to drop: nothing is tested"
+    assert not links_touching(batch["ast_links"], name).any()
+    assert torch.equal(batch["ast_links"], parsed["ast_links"].masked_fill(links_touching(parsed["ast_links"], name), -1))
 
     buggy = [row for row in rows if row.buggy]
     batch, _ = task_training._repair_batch(buggy, tokenizer.pad_token_id, tokenizer.mask_token_id)
     hidden = batch["input_ids"] == tokenizer.mask_token_id
-    assert hidden.any() and not touching(batch["ast_links"], hidden).any()
+    assert hidden.any() and not links_touching(batch["ast_links"], hidden).any()
 
 
 def test_the_completion_reach_of_an_ast_only_layout_is_its_reach_without_the_sites_links(tokenizer):
@@ -183,7 +174,7 @@ def test_the_learned_probe_batches_keep_no_link_of_a_hidden_token(tokenizer):
     masks = [torch.rand(len(e.input_ids), generator=generator) < 0.3 for e in examples]
     batch = mlm_probe._batch(examples, masks, vocab, block_size=32)
     assert batch["masked"].any() and (batch["ast_links"] >= 0).any()
-    assert not touching(batch["ast_links"], batch["masked"]).any()
+    assert not links_touching(batch["ast_links"], batch["masked"]).any()
 
 
 def test_the_continued_pretraining_held_out_masks_keep_no_link_of_a_hidden_token(tokenizer, tmp_path):
@@ -197,6 +188,6 @@ def test_the_continued_pretraining_held_out_masks_keep_no_link_of_a_hidden_token
             links = torch.tensor(example["ast_links"])[None]
             hidden = (torch.tensor(example["labels"]) != -100)[None]
             assert hidden.any() and (links >= 0).any()
-            assert not touching(links, hidden).any()
+            assert not links_touching(links, hidden).any()
 
 

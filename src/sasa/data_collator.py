@@ -175,7 +175,7 @@ class SasaDataCollatorForMaskedLM(SasaDataCollator):
             return batch
         from .masking import unlink_hidden
 
-        return {**batch, "ast_links": unlink_hidden(batch["ast_links"], hidden.to(batch["ast_links"].device))}
+        return {**batch, "ast_links": unlink_hidden(batch["ast_links"], hidden)}
 
     def mask_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Hide tokens of a padded batch (``input_ids``, ``attention_mask``): ``input_ids`` corrupted, ``labels``
