@@ -408,11 +408,12 @@ def targets(summary: list[dict], sasa: str = "SASA (default layout)") -> list[st
     return lines
 
 
-def layout_reach(plan: Plan, data, layouts: dict[str, dict]) -> list[dict]:
+def layout_reach(plan: Plan, data, layouts: dict[str, dict], types=None) -> list[dict]:
     """The far reach and density of each SASA layout: the SASA encoders of the plan, and ``layouts`` (name →
-    :class:`~sasa.SasaConfig` layout settings), on the completion sites (and, with ``--tasks types``, the declared-type
-    questions), from the layouts alone (seconds; no weights involved, no training). A far name whose evidence the
-    layout does not reach is one that training cannot find."""
+    :class:`~sasa.SasaConfig` layout settings), on the completion sites and, given ``types``
+    (:func:`declared_types.prepare`), on the declared-type questions, from the layouts alone (seconds; no weights
+    involved, no training). A far name whose evidence the layout does not reach is one that training cannot find."""
+    import declared_types
     import task_data
     import task_encoders
     import task_training
@@ -427,11 +428,6 @@ def layout_reach(plan: Plan, data, layouts: dict[str, dict]) -> list[dict]:
     specs |= {name: task_encoders.EncoderSpec("sasa", settings) for name, settings in layouts.items()}
     sites = task_data.completion_sites(data.misuse_test, task_data.load_tokenizer(data), seed=plan.data.seed)
     sample = task_training.pad_batch(data.misuse_test[:16], data.pad_id)
-    types = None  # with --tasks types: the reach of the declared-type questions too
-    if "types" in plan.run.tasks:
-        import declared_types
-
-        types = declared_types.prepare(plan.data, plan.cache_dir, task_data.load_tokenizer(data))
     rows = []
     for name, spec in specs.items():
         encoder = task_encoders.build_encoder(name, data.vocab_size, data.vocab_size, plan.data.max_length, SIZE,
@@ -638,16 +634,17 @@ def main(argv: list[str] | None = None) -> int:
     asked = ["completion"] + (["types"] if "types" in plan.run.tasks else []) if args.reach else (
         [] if args.step_time else list(plan.run.tasks))
     missing = task_data.missing_rows(data, [task for task in asked if task != "types"])
+    types = None
     if "types" in asked:
         import declared_types
 
-        missing += declared_types.missing_rows(declared_types.prepare(plan.data, plan.cache_dir,
-                                                                      task_data.load_tokenizer(data)))
+        types = declared_types.prepare(plan.data, plan.cache_dir, task_data.load_tokenizer(data))
+        missing += declared_types.missing_rows(types)
     if missing:
         raise SystemExit("the corpus cannot give every asked task its data (choose others with --tasks):\n  "
                          + "\n  ".join(missing))
     if args.reach:
-        reach = layout_reach(plan, data, args.layouts)
+        reach = layout_reach(plan, data, args.layouts, types)
         print_reach(reach)
         if args.json:
             with open(args.json, "w", encoding="utf-8") as handle:
